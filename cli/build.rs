@@ -1,0 +1,17 @@
+//! Stamps the binary with the git revision it was built from, for
+//! `safra --version` and the `safra_build_info` metric.
+
+use std::process::Command;
+
+fn main() {
+    let revision = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .map_or_else(|| "unknown".to_owned(), |text| text.trim().to_owned());
+    println!("cargo:rustc-env=SAFRA_GIT_REVISION={revision}");
+    println!("cargo:rerun-if-changed=../.git/HEAD");
+    println!("cargo:rerun-if-changed=../.git/refs/heads");
+}

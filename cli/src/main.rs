@@ -1,0 +1,70 @@
+//! The one `safra` binary. `up` runs the whole mesh on this machine, each
+//! service and the gateway as a child process of this same binary;
+//! `serve <name>` runs one of them (what `up`, the container image and the
+//! Helm chart start); `migrate` applies, reverts or lists migrations.
+//!
+//! Errors reach the user as one line on stderr and a non-zero exit.
+
+mod catalogue;
+mod migrate;
+mod postgres;
+mod serve;
+mod shutdown;
+mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// `0.1.0 (git abc123def456)`.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("SAFRA_GIT_REVISION"),
+    ")"
+);
+
+#[derive(Debug, Parser)]
+#[command(name = "safra", version = VERSION, about = "Safra: the agribusiness-finance service mesh")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole mesh on this machine: PostgreSQL, migrations, every
+    /// service and the gateway, until Ctrl-C or SIGTERM.
+    Up,
+    /// Run one service (accounts, marketplace, wallet, distribution,
+    /// notifications) or the gateway.
+    Serve {
+        /// What to run.
+        name: serve::ProcessName,
+    },
+    /// Apply, revert or list the migrations of the service databases.
+    Migrate {
+        #[command(subcommand)]
+        action: migrate::Action,
+        /// Only this service's database (default: every service).
+        #[arg(long, global = true)]
+        service: Option<safra::mesh::Service>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Up => up::run().await,
+        Command::Serve { name } => serve::run(name).await,
+        Command::Migrate { action, service } => migrate::run(action, service).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("safra: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The private PostgreSQL cluster of `safra up` when no `DATABASE_URL` is
+//! given: created in `$SAFRA_HOME/pg` from the system's server binaries, kept
+//! between runs, listening on loopback only.
+//!
+//! PostgreSQL refuses to run as root, and these machines run as root: the
+//! cluster then belongs to the `postgres` user and every command runs through
+//! `runuser -u postgres`.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use anyhow::{Context, bail};
+use tokio::process::Command;
+
+/// A cluster `safra up` uses, and whether this run started it.
+#[derive(Debug)]
+pub struct PrivateCluster {
+    bin_dir: PathBuf,
+    data_dir: PathBuf,
+    port: u16,
+    started_here: bool,
+}
+
+impl PrivateCluster {
+    /// Creates the cluster in `root` if it does not exist, and starts it on
+    /// `port` unless it already runs.
+    pub async fn ensure(root: &Path, port: u16) -> anyhow::Result<Self> {
+        let bin_dir = server_bin_dir()?;
+        let data_dir = root.join("data");
+        fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+        hand_to_postgres_user(root)?;
+        let mut cluster = Self {
+            bin_dir,
+            data_dir,
+            port,
+            started_here: false,
+        };
+        if !cluster.data_dir.join("PG_VERSION").exists() {
+            cluster.init().await?;
+        }
+        if !cluster.is_running().await {
+            cluster.start(root).await?;
+            cluster.started_here = true;
+        }
+        Ok(cluster)
+    }
+
+    /// The URL of the cluster's maintenance database.
+    pub fn server_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops the cluster if this run started it.
+    pub async fn stop_if_started_here(&self) -> anyhow::Result<()> {
+        if self.started_here {
+            self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"])
+                .await
+                .context("stopping the private PostgreSQL")?;
+        }
+        Ok(())
+    }
+
+    async fn init(&self) -> anyhow::Result<()> {
+        let initdb = self.bin_dir.join("initdb");
+        let data = self.data_dir.display().to_string();
+        run(as_postgres(
+            &initdb,
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+            ],
+        ))
+        .await
+        .context("initdb of the private PostgreSQL")
+    }
+
+    async fn is_running(&self) -> bool {
+        self.pg_ctl(&["status"]).await.is_ok()
+    }
+
+    async fn start(&self, root: &Path) -> anyhow::Result<()> {
+        let log = root.join("postgres.log").display().to_string();
+        // Loopback TCP only; no Unix socket, so the path length limit of
+        // socket files never bites and nothing clashes with a system cluster.
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories=''",
+            self.port
+        );
+        self.pg_ctl(&["start", "-w", "-t", "60", "-l", &log, "-o", &options])
+            .await
+            .with_context(|| {
+                format!(
+                    "starting the private PostgreSQL on port {} (log: {log})",
+                    self.port
+                )
+            })
+    }
+
+    async fn pg_ctl(&self, args: &[&str]) -> anyhow::Result<()> {
+        let data = self.data_dir.display().to_string();
+        let mut full = vec!["-D", data.as_str()];
+        full.extend_from_slice(args);
+        run(as_postgres(&self.bin_dir.join("pg_ctl"), &full)).await
+    }
+}
+
+/// The folder of `initdb`, `pg_ctl` and `postgres`: `pg_config --bindir`,
+/// else the newest `/usr/lib/postgresql/<major>/bin`.
+fn server_bin_dir() -> anyhow::Result<PathBuf> {
+    if let Ok(output) = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        && output.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if dir.join("initdb").exists() {
+            return Ok(dir);
+        }
+    }
+    let mut majors: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let major = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((major, bin))
+        })
+        .collect();
+    majors.sort();
+    match majors.pop() {
+        Some((_, bin)) => Ok(bin),
+        None => bail!(
+            "no PostgreSQL server binaries found (initdb, pg_ctl): install the postgresql package (scripts/up does) or set DATABASE_URL to a running server"
+        ),
+    }
+}
+
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
+}
+
+/// As root, the cluster's folder must belong to `postgres`.
+fn hand_to_postgres_user(root: &Path) -> anyhow::Result<()> {
+    if !running_as_root() {
+        return Ok(());
+    }
+    let status = std::process::Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(root)
+        .status()
+        .context("running chown")?;
+    if !status.success() {
+        bail!("cannot hand {} to the postgres user", root.display());
+    }
+    Ok(())
+}
+
+fn as_postgres(program: &Path, args: &[&str]) -> Command {
+    let mut command = if running_as_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    };
+    command.args(args);
+    command
+}
+
+/// Runs `command`, turning a failure into an error carrying the last lines
+/// of its output.
+async fn run(mut command: Command) -> anyhow::Result<()> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("cannot run {:?}", command.as_std().get_program()))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&output.stderr);
+    let last = text
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("");
+    bail!("{} ({last})", output.status)
+}

@@ -1,0 +1,75 @@
+//! `safra serve <name>`: one service or the gateway, configured from the
+//! environment, stopping gracefully on a signal.
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use safra::{
+    config::{Environment, GatewayConfig, Reader, ServiceConfig},
+    db::Database,
+    mesh::Service,
+    server, telemetry,
+};
+
+use crate::shutdown;
+
+/// What `safra serve` can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessName {
+    /// A domain service.
+    Service(Service),
+    /// The edge gateway.
+    Gateway,
+}
+
+impl FromStr for ProcessName {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        if name == "gateway" {
+            return Ok(ProcessName::Gateway);
+        }
+        name.parse()
+            .map(ProcessName::Service)
+            .map_err(|_| {
+                format!("unknown process '{name}' (expected gateway, accounts, marketplace, wallet, distribution or notifications)")
+            })
+    }
+}
+
+/// Runs `name` until it is told to stop.
+pub async fn run(name: ProcessName) -> anyhow::Result<()> {
+    let environment = Environment::load()?;
+    let reader = Reader::new(&environment);
+    let watch_stdin = reader.optional(shutdown::EXIT_ON_STDIN_EOF)?.is_some();
+    match name {
+        ProcessName::Service(service) => {
+            let config = ServiceConfig::read(service, reader)?;
+            telemetry::init(&config.log)?;
+            let listener = server::bind(config.listen_addr)
+                .await
+                .with_context(|| format!("{service}"))?;
+            // Refuse to serve on a database we cannot reach; the pool lives as
+            // long as the process, for the handlers the service issues add.
+            let database = Database::connect(&config.database)
+                .await
+                .with_context(|| format!("{service}: DATABASE_URL"))?;
+            tracing::info!(%service, addr = %config.listen_addr, "serving");
+            server::serve(service, listener, shutdown::signalled(watch_stdin))
+                .await
+                .with_context(|| format!("{service}"))?;
+            drop(database);
+        }
+        ProcessName::Gateway => {
+            let config = GatewayConfig::read(reader)?;
+            telemetry::init(&config.log)?;
+            let listener = server::bind(config.listen_addr).await.context("gateway")?;
+            tracing::info!(addr = %config.listen_addr, "gateway serving");
+            safra_gateway::serve(&config, listener, shutdown::signalled(watch_stdin))
+                .await
+                .context("gateway")?;
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,2 @@
+-- Undo 000003_investments.
+drop table investments;

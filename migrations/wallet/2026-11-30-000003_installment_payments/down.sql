@@ -1,0 +1,2 @@
+-- Undo 000003_installment_payments.
+drop table installment_payments;

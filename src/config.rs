@@ -1,0 +1,451 @@
+//! Typed configuration, read once at start-up from the process environment
+//! and an optional `.env` file.
+//!
+//! Values come through the small [`Source`] trait so that tests hand in a map
+//! instead of mutating the process environment. Every problem is a
+//! [`ConfigError`] naming the variable, which binaries print as one line
+//! before exiting. Secrets may also be given as `<NAME>_FILE` (a path whose
+//! contents are the value), and they print as `***`.
+
+use std::{collections::HashMap, fmt, fs, net::SocketAddr, path::PathBuf, str::FromStr};
+
+use crate::mesh::{self, Service};
+
+/// Where configuration values come from.
+pub trait Source {
+    /// The raw value of `name`, if set.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+/// The process environment over an optional `.env` file: a variable set in
+/// the environment wins over the same one in the file.
+#[derive(Debug, Default)]
+pub struct Environment {
+    dotenv: HashMap<String, String>,
+}
+
+impl Environment {
+    /// Reads `.env` from the working directory if it exists.
+    ///
+    /// # Errors
+    /// A `.env` that exists but cannot be parsed.
+    pub fn load() -> Result<Self, ConfigError> {
+        let path = PathBuf::from(".env");
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        let entries = dotenvy::from_path_iter(&path).map_err(|error| ConfigError {
+            variable: ".env".into(),
+            problem: error.to_string(),
+        })?;
+        let mut dotenv = HashMap::new();
+        for entry in entries {
+            let (name, value) = entry.map_err(|error| ConfigError {
+                variable: ".env".into(),
+                problem: error.to_string(),
+            })?;
+            dotenv.insert(name, value);
+        }
+        Ok(Self { dotenv })
+    }
+}
+
+impl Source for Environment {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name)
+            .ok()
+            .or_else(|| self.dotenv.get(name).cloned())
+    }
+}
+
+/// A configuration problem, naming the variable at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration error: {variable}: {problem}")]
+pub struct ConfigError {
+    /// The variable (or file) at fault.
+    pub variable: String,
+    /// What is wrong with it, and what was expected.
+    pub problem: String,
+}
+
+/// A value that must never reach a log: its `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    #[must_use]
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for the one place that needs it.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Typed access to a [`Source`]: each getter names its variable in any error.
+#[derive(Clone, Copy)]
+pub struct Reader<'a> {
+    source: &'a dyn Source,
+}
+
+impl fmt::Debug for Reader<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reader")
+    }
+}
+
+impl<'a> Reader<'a> {
+    /// Reads values from `source`.
+    #[must_use]
+    pub fn new(source: &'a dyn Source) -> Self {
+        Self { source }
+    }
+
+    /// The value of `name` (or the contents of the file named by
+    /// `<name>_FILE`), if either is set; an empty value counts as unset.
+    ///
+    /// # Errors
+    /// `<name>_FILE` names a file that cannot be read.
+    pub fn optional(&self, name: &str) -> Result<Option<String>, ConfigError> {
+        if let Some(value) = self.source.get(name).filter(|value| !value.is_empty()) {
+            return Ok(Some(value));
+        }
+        let file_variable = format!("{name}_FILE");
+        match self
+            .source
+            .get(&file_variable)
+            .filter(|path| !path.is_empty())
+        {
+            None => Ok(None),
+            Some(path) => fs::read_to_string(&path)
+                .map(|contents| Some(contents.trim_end_matches(['\n', '\r']).to_owned()))
+                .map_err(|error| ConfigError {
+                    variable: file_variable,
+                    problem: format!("cannot read '{path}': {error}"),
+                }),
+        }
+    }
+
+    /// The value of `name`, or `default`.
+    ///
+    /// # Errors
+    /// See [`Reader::optional`].
+    pub fn string_or(&self, name: &str, default: &str) -> Result<String, ConfigError> {
+        Ok(self.optional(name)?.unwrap_or_else(|| default.to_owned()))
+    }
+
+    /// A secret that must be set.
+    ///
+    /// # Errors
+    /// Unset, or see [`Reader::optional`].
+    pub fn required_secret(&self, name: &str) -> Result<Secret, ConfigError> {
+        self.optional(name)?
+            .map(Secret::new)
+            .ok_or_else(|| ConfigError {
+                variable: name.into(),
+                problem: format!("is not set (set {name} or {name}_FILE)"),
+            })
+    }
+
+    /// A secret that may be unset.
+    ///
+    /// # Errors
+    /// See [`Reader::optional`].
+    pub fn optional_secret(&self, name: &str) -> Result<Option<Secret>, ConfigError> {
+        Ok(self.optional(name)?.map(Secret::new))
+    }
+
+    /// A value parsed with [`FromStr`], or `default`; `expected` describes a
+    /// valid value for the error line.
+    ///
+    /// # Errors
+    /// A value that does not parse.
+    pub fn parse_or<T: FromStr>(
+        &self,
+        name: &str,
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        match self.optional(name)? {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|_| ConfigError {
+                variable: name.into(),
+                problem: format!("'{raw}' is not {expected}"),
+            }),
+        }
+    }
+
+    /// A socket address (`host:port`), or `default`.
+    ///
+    /// # Errors
+    /// A value that is not an IP address and port.
+    pub fn socket_addr_or(
+        &self,
+        name: &str,
+        default: SocketAddr,
+    ) -> Result<SocketAddr, ConfigError> {
+        self.parse_or(name, default, "an address like 127.0.0.1:8080")
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (the default: what log collectors read).
+    Json,
+    /// Human-readable lines for a terminal.
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = ();
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Logging settings: `SAFRA_LOG_FORMAT` and `RUST_LOG`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `SAFRA_LOG_FORMAT`: `json` (default) or `pretty`.
+    pub format: LogFormat,
+    /// `RUST_LOG`: an `EnvFilter` directive, default `info`.
+    pub filter: String,
+}
+
+impl LogConfig {
+    /// Reads the logging settings.
+    ///
+    /// # Errors
+    /// An unknown format.
+    pub fn read(reader: Reader<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            format: reader.parse_or("SAFRA_LOG_FORMAT", LogFormat::Json, "'json' or 'pretty'")?,
+            filter: reader.string_or("RUST_LOG", "info")?,
+        })
+    }
+}
+
+/// Connection-pool settings for a service database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// `DATABASE_URL`: `postgres://user[:password]@host[:port]/database`.
+    pub url: Secret,
+    /// `SAFRA_DB_POOL_SIZE`: the most connections the pool opens (default 10).
+    pub pool_size: u32,
+    /// `SAFRA_DB_ACQUIRE_TIMEOUT_MS`: how long a call waits for a connection
+    /// before failing (default 2000).
+    pub acquire_timeout_ms: u64,
+}
+
+impl DatabaseConfig {
+    /// Reads the database settings; `DATABASE_URL` is required.
+    ///
+    /// # Errors
+    /// A missing URL, a URL that is not `postgres://`, or a bad number.
+    pub fn read(reader: Reader<'_>) -> Result<Self, ConfigError> {
+        let url = reader.required_secret("DATABASE_URL")?;
+        if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {
+            return Err(ConfigError {
+                variable: "DATABASE_URL".into(),
+                problem: "must start with postgres:// or postgresql://".into(),
+            });
+        }
+        let pool_size =
+            reader.parse_or("SAFRA_DB_POOL_SIZE", 10, "a whole number of connections")?;
+        if pool_size == 0 {
+            return Err(ConfigError {
+                variable: "SAFRA_DB_POOL_SIZE".into(),
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(Self {
+            url,
+            pool_size,
+            acquire_timeout_ms: reader.parse_or(
+                "SAFRA_DB_ACQUIRE_TIMEOUT_MS",
+                2000,
+                "a whole number of milliseconds",
+            )?,
+        })
+    }
+}
+
+/// Everything `safra serve <service>` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Which service this process runs.
+    pub service: Service,
+    /// `SAFRA_LISTEN_ADDR`: the gRPC listener (default from [`mesh`]).
+    pub listen_addr: SocketAddr,
+    /// `SAFRA_ADMIN_ADDR`: the admin HTTP listener (default from [`mesh`]).
+    pub admin_addr: SocketAddr,
+    /// The service's own database.
+    pub database: DatabaseConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl ServiceConfig {
+    /// Reads the settings of `service`.
+    ///
+    /// # Errors
+    /// The first bad or missing variable.
+    pub fn read(service: Service, reader: Reader<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            service,
+            listen_addr: reader
+                .socket_addr_or("SAFRA_LISTEN_ADDR", service.default_listen_addr())?,
+            admin_addr: reader.socket_addr_or("SAFRA_ADMIN_ADDR", service.default_admin_addr())?,
+            database: DatabaseConfig::read(reader)?,
+            log: LogConfig::read(reader)?,
+        })
+    }
+}
+
+/// Everything `safra serve gateway` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// `SAFRA_LISTEN_ADDR`: the one edge port (default `127.0.0.1:8080`).
+    pub listen_addr: SocketAddr,
+    /// `SAFRA_<SERVICE>_URL` for each service: where to reach it
+    /// (default `http://<its default listen address>`).
+    pub upstreams: Vec<(Service, String)>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl GatewayConfig {
+    /// Reads the gateway's settings.
+    ///
+    /// # Errors
+    /// The first bad variable.
+    pub fn read(reader: Reader<'_>) -> Result<Self, ConfigError> {
+        let mut upstreams = Vec::new();
+        for service in Service::ALL {
+            let variable = format!("SAFRA_{}_URL", service.env_name());
+            let url = reader.string_or(
+                &variable,
+                &format!("http://{}", service.default_listen_addr()),
+            )?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError {
+                    variable,
+                    problem: format!("'{url}' is not an http:// or https:// URL"),
+                });
+            }
+            upstreams.push((service, url));
+        }
+        Ok(Self {
+            listen_addr: reader
+                .socket_addr_or("SAFRA_LISTEN_ADDR", mesh::default_gateway_addr())?,
+            upstreams,
+            log: LogConfig::read(reader)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn service_defaults_come_from_the_mesh_table() {
+        let source = source(&[("DATABASE_URL", "postgres://localhost/safra_wallet")]);
+        let config = ServiceConfig::read(Service::Wallet, Reader::new(&source))
+            .expect("a complete configuration");
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:7003");
+        assert_eq!(config.admin_addr.to_string(), "127.0.0.1:9003");
+        assert_eq!(config.database.pool_size, 10);
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_missing_database_url_names_the_variable() {
+        let error = ServiceConfig::read(Service::Accounts, Reader::new(&source(&[])))
+            .expect_err("DATABASE_URL is required");
+        assert_eq!(error.variable, "DATABASE_URL");
+        assert_eq!(
+            error.to_string(),
+            "configuration error: DATABASE_URL: is not set (set DATABASE_URL or DATABASE_URL_FILE)"
+        );
+    }
+
+    #[test]
+    fn a_bad_address_names_the_variable_and_the_value() {
+        let source = source(&[
+            ("DATABASE_URL", "postgres://localhost/x"),
+            ("SAFRA_LISTEN_ADDR", "localhost"),
+        ]);
+        let error = ServiceConfig::read(Service::Accounts, Reader::new(&source))
+            .expect_err("not a socket address");
+        assert_eq!(
+            error.to_string(),
+            "configuration error: SAFRA_LISTEN_ADDR: 'localhost' is not an address like 127.0.0.1:8080"
+        );
+    }
+
+    #[test]
+    fn secrets_are_read_from_files_and_never_printed() {
+        let dir = std::env::temp_dir().join(format!("safra-config-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("db-url");
+        fs::write(&path, "postgres://u:hunter2@db/safra_accounts\n").expect("write secret");
+        let source = source(&[("DATABASE_URL_FILE", path.to_str().expect("utf-8 path"))]);
+        let config = DatabaseConfig::read(Reader::new(&source)).expect("url from file");
+        assert_eq!(
+            config.url.expose(),
+            "postgres://u:hunter2@db/safra_accounts"
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn an_unreadable_secret_file_names_the_file_variable() {
+        let source = source(&[("DATABASE_URL_FILE", "/nonexistent/safra/secret")]);
+        let error = DatabaseConfig::read(Reader::new(&source)).expect_err("no such file");
+        assert_eq!(error.variable, "DATABASE_URL_FILE");
+    }
+
+    #[test]
+    fn gateway_rejects_a_non_http_upstream() {
+        let source = source(&[("SAFRA_WALLET_URL", "wallet:7003")]);
+        let error = GatewayConfig::read(Reader::new(&source)).expect_err("needs a scheme");
+        assert_eq!(error.variable, "SAFRA_WALLET_URL");
+    }
+}

@@ -1,0 +1,379 @@
+//! PostgreSQL access for services: a diesel-async connection pool with a
+//! bounded acquire time, embedded diesel migrations run under an advisory
+//! lock, a transaction helper and the few server-level operations
+//! (`CREATE DATABASE`) that `safra up` and the tests need.
+
+use std::time::Duration;
+
+use diesel::{
+    QueryableByName,
+    sql_types::{BigInt, Text},
+};
+use diesel::{migration::MigrationSource, pg::Pg};
+use diesel_async::{
+    AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
+    async_connection_wrapper::AsyncConnectionWrapper,
+    pooled_connection::{AsyncDieselConnectionManager, bb8},
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+
+use crate::config::{DatabaseConfig, Secret};
+
+/// A pool of connections to one service database.
+pub type Pool = bb8::Pool<AsyncPgConnection>;
+
+/// A connection borrowed from a [`Pool`].
+pub type PooledConnection<'a> = bb8::PooledConnection<'a, AsyncPgConnection>;
+
+/// Serialises migrations of one database across replicas and tools; the
+/// value is arbitrary but fixed ("SAFRA" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x0053_4146_5241;
+
+/// What can go wrong reaching or changing a database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Every pooled connection stayed busy for the whole acquire timeout.
+    #[error("no database connection became free within {0:?}")]
+    PoolTimeout(Duration),
+    /// The server could not be reached or refused the connection.
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    /// A query failed.
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+    /// Applying or reverting a migration failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+/// A service's database: its pool and how long a call may wait for a
+/// connection. Cheap to clone (the pool is shared).
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: Pool,
+    acquire_timeout: Duration,
+}
+
+impl Database {
+    /// Builds the pool for `config` and checks that the database answers.
+    ///
+    /// # Errors
+    /// [`DbError::Connect`] when the server is unreachable or refuses us.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, DbError> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.url.expose());
+        let acquire_timeout = Duration::from_millis(config.acquire_timeout_ms);
+        let pool = Pool::builder()
+            .max_size(config.pool_size)
+            .connection_timeout(acquire_timeout)
+            .build(manager)
+            .await
+            .map_err(|error| DbError::Connect(error.to_string()))?;
+        let database = Self {
+            pool,
+            acquire_timeout,
+        };
+        database.ping().await?;
+        Ok(database)
+    }
+
+    /// Checks that a connection can be had and answers a trivial query.
+    ///
+    /// # Errors
+    /// See [`Database::connection`], or [`DbError::Query`].
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.connection().await?.batch_execute("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Borrows a connection, failing after the acquire timeout instead of
+    /// waiting forever.
+    ///
+    /// # Errors
+    /// [`DbError::PoolTimeout`] or [`DbError::Connect`].
+    pub async fn connection(&self) -> Result<PooledConnection<'_>, DbError> {
+        self.pool.get().await.map_err(|error| match error {
+            ::bb8::RunError::TimedOut => DbError::PoolTimeout(self.acquire_timeout),
+            ::bb8::RunError::User(cause) => DbError::Connect(cause.to_string()),
+        })
+    }
+
+    /// Runs `work` in one transaction on a pooled connection: committed when
+    /// it returns `Ok`, rolled back when it returns `Err`.
+    ///
+    /// ```ignore
+    /// database.transaction(|conn| Box::pin(async move { insert(conn).await })).await
+    /// ```
+    ///
+    /// # Errors
+    /// Whatever `work` returns, or the pool's errors converted into `E`.
+    pub async fn transaction<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: for<'r> FnOnce(&'r mut AsyncPgConnection) -> TransactionFuture<'r, T, E> + Send,
+        E: From<diesel::result::Error> + From<DbError> + Send,
+        T: Send,
+    {
+        let mut conn = self.connection().await?;
+        let conn: &mut AsyncPgConnection = &mut conn;
+        conn.transaction(async move |conn| work(conn).await).await
+    }
+}
+
+/// The future a [`Database::transaction`] body returns.
+pub type TransactionFuture<'r, T, E> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send + 'r>>;
+
+/// Applies every pending migration of `migrations` to the database at `url`,
+/// holding an advisory lock so that concurrent runs apply each one once.
+/// Returns the versions applied.
+///
+/// # Errors
+/// [`DbError::Connect`] or [`DbError::Migration`].
+pub async fn migrate_up(
+    url: &Secret,
+    migrations: &'static EmbeddedMigrations,
+) -> Result<Vec<String>, DbError> {
+    with_migration_lock(url, move |conn| {
+        conn.run_pending_migrations(StaticMigrations(migrations))
+            .map(|versions| versions.iter().map(ToString::to_string).collect())
+            .map_err(|error| DbError::Migration(error.to_string()))
+    })
+    .await
+}
+
+/// Reverts the most recent applied migration of `migrations`, if any.
+/// Returns its version.
+///
+/// # Errors
+/// [`DbError::Connect`] or [`DbError::Migration`].
+pub async fn migrate_down_last(
+    url: &Secret,
+    migrations: &'static EmbeddedMigrations,
+) -> Result<Option<String>, DbError> {
+    with_migration_lock(url, move |conn| {
+        let applied = conn
+            .applied_migrations()
+            .map_err(|error| DbError::Migration(error.to_string()))?;
+        if applied.is_empty() {
+            return Ok(None);
+        }
+        conn.revert_last_migration(StaticMigrations(migrations))
+            .map(|version| Some(version.to_string()))
+            .map_err(|error| DbError::Migration(error.to_string()))
+    })
+    .await
+}
+
+/// Reverts every applied migration of `migrations`, newest first. Returns
+/// the versions reverted.
+///
+/// # Errors
+/// [`DbError::Connect`] or [`DbError::Migration`].
+pub async fn migrate_down_all(
+    url: &Secret,
+    migrations: &'static EmbeddedMigrations,
+) -> Result<Vec<String>, DbError> {
+    with_migration_lock(url, move |conn| {
+        conn.revert_all_migrations(StaticMigrations(migrations))
+            .map(|versions| versions.iter().map(ToString::to_string).collect())
+            .map_err(|error| DbError::Migration(error.to_string()))
+    })
+    .await
+}
+
+/// Each migration of `migrations` with whether it is applied, oldest first.
+///
+/// # Errors
+/// [`DbError::Connect`] or [`DbError::Migration`].
+pub async fn migration_status(
+    url: &Secret,
+    migrations: &'static EmbeddedMigrations,
+) -> Result<Vec<(String, bool)>, DbError> {
+    with_migration_lock(url, move |conn| {
+        let applied = conn
+            .applied_migrations()
+            .map_err(|error| DbError::Migration(error.to_string()))?;
+        let pending = conn
+            .pending_migrations(StaticMigrations(migrations))
+            .map_err(|error| DbError::Migration(error.to_string()))?;
+        let mut status: Vec<(String, bool)> = applied
+            .iter()
+            .map(|version| (version.to_string(), true))
+            .chain(
+                pending
+                    .iter()
+                    .map(|migration| (migration.name().version().to_string(), false)),
+            )
+            .collect();
+        status.sort();
+        Ok(status)
+    })
+    .await
+}
+
+type SyncPgConnection = AsyncConnectionWrapper<AsyncPgConnection>;
+
+/// Lends a service's `static` embedded migrations to diesel's harness, which
+/// wants an owned source.
+struct StaticMigrations(&'static EmbeddedMigrations);
+
+impl MigrationSource<Pg> for StaticMigrations {
+    fn migrations(
+        &self,
+    ) -> diesel::migration::Result<Vec<Box<dyn diesel::migration::Migration<Pg>>>> {
+        MigrationSource::<Pg>::migrations(self.0)
+    }
+}
+
+/// diesel's migration harness is synchronous: run it on a blocking thread,
+/// through the async connection wrapper, under the migration advisory lock.
+async fn with_migration_lock<T, F>(url: &Secret, work: F) -> Result<T, DbError>
+where
+    F: FnOnce(&mut SyncPgConnection) -> Result<T, DbError> + Send + 'static,
+    T: Send + 'static,
+{
+    use diesel::Connection;
+
+    let url = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = <SyncPgConnection as Connection>::establish(url.expose())
+            .map_err(|error| DbError::Connect(error.to_string()))?;
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK_KEY),
+            &mut conn,
+        )?;
+        let outcome = work(&mut conn);
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query("SELECT pg_advisory_unlock($1)")
+                .bind::<BigInt, _>(MIGRATION_LOCK_KEY),
+            &mut conn,
+        )?;
+        outcome
+    })
+    .await
+    .map_err(|error| DbError::Migration(format!("migration task failed: {error}")))?
+}
+
+/// Opens one connection outside any pool (server-level work, checks).
+///
+/// # Errors
+/// [`DbError::Connect`].
+pub async fn connect_once(url: &str) -> Result<AsyncPgConnection, DbError> {
+    AsyncPgConnection::establish(url)
+        .await
+        .map_err(|error| DbError::Connect(error.to_string()))
+}
+
+#[derive(QueryableByName)]
+struct DatabaseName {
+    #[diesel(sql_type = Text)]
+    datname: String,
+}
+
+/// Whether a database named `name` exists on the server `conn` is on.
+///
+/// # Errors
+/// [`DbError::Query`].
+pub async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> Result<bool, DbError> {
+    let found: Vec<DatabaseName> =
+        diesel::sql_query("SELECT datname FROM pg_database WHERE datname = $1")
+            .bind::<Text, _>(name)
+            .load(conn)
+            .await?;
+    Ok(!found.is_empty())
+}
+
+/// Names of the databases whose name starts with `prefix`.
+///
+/// # Errors
+/// [`DbError::Query`].
+pub async fn databases_with_prefix(
+    conn: &mut AsyncPgConnection,
+    prefix: &str,
+) -> Result<Vec<String>, DbError> {
+    let found: Vec<DatabaseName> = diesel::sql_query(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY datname",
+    )
+    .bind::<Text, _>(prefix)
+    .load(conn)
+    .await?;
+    Ok(found.into_iter().map(|row| row.datname).collect())
+}
+
+/// Creates the database `name` unless it exists. Two concurrent callers may
+/// race; the loser's "already exists" is treated as success.
+///
+/// # Errors
+/// [`DbError::Query`] for any other failure.
+pub async fn create_database_if_missing(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+) -> Result<(), DbError> {
+    if database_exists(conn, name).await? {
+        return Ok(());
+    }
+    match conn
+        .batch_execute(&format!("CREATE DATABASE {}", quote_identifier(name)))
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(diesel::result::Error::DatabaseError(_, info))
+            if info.message().contains("already exists") =>
+        {
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Quotes an SQL identifier (database names cannot be bound parameters).
+#[must_use]
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `url` with its database name replaced by `database`, keeping user, host,
+/// port and query parameters (`postgres://u@h:5432/old?x=y` ->
+/// `postgres://u@h:5432/<database>?x=y`).
+#[must_use]
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |index| index + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_database_replaces_only_the_database_name() {
+        assert_eq!(
+            with_database(
+                "postgres://u:p@db:5432/postgres?sslmode=disable",
+                "safra_wallet"
+            ),
+            "postgres://u:p@db:5432/safra_wallet?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://127.0.0.1:5432", "safra_accounts"),
+            "postgres://127.0.0.1:5432/safra_accounts"
+        );
+        assert_eq!(with_database("postgresql://h/x", "y"), "postgresql://h/y");
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier("safra_a"), "\"safra_a\"");
+        assert_eq!(quote_identifier("we\"ird"), "\"we\"\"ird\"");
+    }
+}

@@ -1,0 +1,19 @@
+//! Whole-repository checks, one test binary: the contracts against
+//! DESIGN.md, every service's migrations up, down and up again on a real
+//! PostgreSQL, the per-test database harness, and the tidy rules of
+//! docs/ARCHITECTURE.md.
+
+mod contracts;
+mod databases;
+mod migrations;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+
+/// The repository root.
+fn repository_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits inside the repository")
+        .to_path_buf()
+}

@@ -1,0 +1,246 @@
+//! Every service database's migrations run up, down and up again on a real
+//! PostgreSQL, and the rules kept next to the data hold.
+
+use diesel::{QueryableByName, sql_types::Text};
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use diesel_migrations::EmbeddedMigrations;
+use safra::db;
+use safra_test_support::TestDatabase;
+
+#[derive(QueryableByName, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Name {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// The tables, functions and triggers the schema `public` holds, apart from
+/// diesel's own bookkeeping table.
+async fn schema_objects(url: &str) -> Vec<String> {
+    let mut conn = db::connect_once(url).await.expect("connect");
+    let rows: Vec<Name> = diesel::sql_query(
+        "SELECT 'table ' || table_name AS name FROM information_schema.tables \
+           WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations' \
+         UNION ALL SELECT 'function ' || p.proname FROM pg_proc p \
+           JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' \
+         UNION ALL SELECT 'trigger ' || t.tgname FROM pg_trigger t \
+           JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+           WHERE n.nspname = 'public' AND NOT t.tgisinternal \
+         UNION ALL SELECT 'type ' || t.typname FROM pg_type t \
+           JOIN pg_namespace n ON n.oid = t.typnamespace \
+           WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd') \
+         ORDER BY 1",
+    )
+    .load(&mut conn)
+    .await
+    .expect("list schema objects");
+    rows.into_iter().map(|row| row.name).collect()
+}
+
+async fn up_down_up(service: &str, migrations: &'static EmbeddedMigrations) {
+    let database = TestDatabase::empty().await.expect("an empty database");
+    let url = database.url();
+
+    let applied = db::migrate_up(&url, migrations).await.expect("first up");
+    assert!(!applied.is_empty(), "{service} has migrations");
+    let after_first_up = schema_objects(url.expose()).await;
+    assert!(
+        after_first_up
+            .iter()
+            .any(|object| object.starts_with("table ")),
+        "{service}: up created tables"
+    );
+
+    let reverted = db::migrate_down_all(&url, migrations).await.expect("down");
+    assert_eq!(
+        reverted.len(),
+        applied.len(),
+        "{service}: every migration reverts"
+    );
+    assert_eq!(
+        schema_objects(url.expose()).await,
+        Vec::<String>::new(),
+        "{service}: down leaves nothing behind"
+    );
+
+    db::migrate_up(&url, migrations).await.expect("second up");
+    assert_eq!(
+        schema_objects(url.expose()).await,
+        after_first_up,
+        "{service}: up after down rebuilds the same schema"
+    );
+    let status = db::migration_status(&url, migrations)
+        .await
+        .expect("status");
+    assert!(
+        status.iter().all(|(_, applied)| *applied),
+        "{service}: all applied"
+    );
+}
+
+#[tokio::test]
+async fn accounts_migrations_run_up_down_up() {
+    up_down_up("accounts", &safra_accounts::MIGRATIONS).await;
+}
+
+#[tokio::test]
+async fn marketplace_migrations_run_up_down_up() {
+    up_down_up("marketplace", &safra_marketplace::MIGRATIONS).await;
+}
+
+#[tokio::test]
+async fn wallet_migrations_run_up_down_up() {
+    up_down_up("wallet", &safra_wallet::MIGRATIONS).await;
+}
+
+#[tokio::test]
+async fn distribution_migrations_run_up_down_up() {
+    up_down_up("distribution", &safra_distribution::MIGRATIONS).await;
+}
+
+#[tokio::test]
+async fn notifications_migrations_run_up_down_up() {
+    up_down_up("notifications", &safra_notifications::MIGRATIONS).await;
+}
+
+#[tokio::test]
+async fn migrating_twice_applies_nothing_the_second_time() {
+    let database = TestDatabase::empty().await.expect("an empty database");
+    let url = database.url();
+    db::migrate_up(&url, &safra_wallet::MIGRATIONS)
+        .await
+        .expect("up");
+    let again = db::migrate_up(&url, &safra_wallet::MIGRATIONS)
+        .await
+        .expect("up again");
+    assert!(again.is_empty(), "nothing pending: {again:?}");
+    let last = db::migrate_down_last(&url, &safra_wallet::MIGRATIONS)
+        .await
+        .expect("down one");
+    assert!(last.is_some(), "one migration reverted");
+    let status = db::migration_status(&url, &safra_wallet::MIGRATIONS)
+        .await
+        .expect("status");
+    assert_eq!(status.iter().filter(|(_, applied)| !applied).count(), 1);
+}
+
+/// A user's wallet with 100.00 BRL deposited from the outside world, in one
+/// balanced ledger transaction.
+const FUNDED_WALLET: &str = "
+    INSERT INTO wallets (id, owner_id, currency_code)
+        VALUES ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-0000000000b1', 'BRL');
+    BEGIN;
+    INSERT INTO ledger_transactions (id, kind, owner_id, idempotency_key)
+        VALUES ('00000000-0000-0000-0000-0000000000c1', 'deposit', '00000000-0000-0000-0000-0000000000b1', 'k1');
+    INSERT INTO ledger_entries (transaction_id, wallet_id, amount_minor, currency_code) VALUES
+        ('00000000-0000-0000-0000-0000000000c1', '00000000-0000-0000-0000-0000000000a1', 10000, 'BRL'),
+        ('00000000-0000-0000-0000-0000000000c1',
+         (SELECT id FROM wallets WHERE system_account = 'external:deposits'), -10000, 'BRL');
+    COMMIT;";
+
+#[derive(QueryableByName)]
+struct Amount {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    amount: i64,
+}
+
+async fn single_amount(conn: &mut diesel_async::AsyncPgConnection, query: &str) -> i64 {
+    let rows: Vec<Amount> = diesel::sql_query(query).load(conn).await.expect(query);
+    rows.into_iter().next().map_or(i64::MIN, |row| row.amount)
+}
+
+#[tokio::test]
+async fn the_ledger_keeps_money_right() {
+    let database = TestDatabase::migrated("wallet", &safra_wallet::MIGRATIONS)
+        .await
+        .expect("a wallet database");
+    let mut conn = db::connect_once(database.url().expose())
+        .await
+        .expect("connect");
+    conn.batch_execute(FUNDED_WALLET)
+        .await
+        .expect("a balanced deposit commits");
+    let balance = "SELECT balance_minor AS amount FROM wallets WHERE owner_id = '00000000-0000-0000-0000-0000000000b1'";
+    assert_eq!(single_amount(&mut conn, balance).await, 10000);
+
+    for statement in [
+        "UPDATE ledger_entries SET amount_minor = amount_minor + 1",
+        "DELETE FROM ledger_entries",
+        "DELETE FROM ledger_transactions",
+        "UPDATE wallets SET balance_minor = 1 WHERE owner_id IS NOT NULL",
+    ] {
+        assert!(
+            conn.batch_execute(statement).await.is_err(),
+            "'{statement}' must be rejected"
+        );
+    }
+
+    let unbalanced = "
+        BEGIN;
+        INSERT INTO ledger_transactions (id, kind, owner_id, idempotency_key)
+            VALUES ('00000000-0000-0000-0000-0000000000c2', 'deposit', '00000000-0000-0000-0000-0000000000b1', 'k2');
+        INSERT INTO ledger_entries (transaction_id, wallet_id, amount_minor, currency_code)
+            VALUES ('00000000-0000-0000-0000-0000000000c2', '00000000-0000-0000-0000-0000000000a1', 500, 'BRL');
+        COMMIT;";
+    assert!(
+        conn.batch_execute(unbalanced).await.is_err(),
+        "an unbalanced transaction cannot commit"
+    );
+    conn.batch_execute("ROLLBACK").await.ok();
+
+    let overdraft = "
+        BEGIN;
+        INSERT INTO ledger_transactions (id, kind, owner_id, idempotency_key)
+            VALUES ('00000000-0000-0000-0000-0000000000c3', 'investment_debit', '00000000-0000-0000-0000-0000000000b1', 'k3');
+        INSERT INTO ledger_entries (transaction_id, wallet_id, amount_minor, currency_code) VALUES
+            ('00000000-0000-0000-0000-0000000000c3', '00000000-0000-0000-0000-0000000000a1', -10001, 'BRL'),
+            ('00000000-0000-0000-0000-0000000000c3',
+             (SELECT id FROM wallets WHERE system_account = 'clearing:investments'), 10001, 'BRL');
+        COMMIT;";
+    assert!(
+        conn.batch_execute(overdraft).await.is_err(),
+        "a balance cannot go negative"
+    );
+    conn.batch_execute("ROLLBACK").await.ok();
+    assert_eq!(
+        single_amount(&mut conn, balance).await,
+        10000,
+        "nothing was lost"
+    );
+}
+
+#[tokio::test]
+async fn pro_rata_allocation_sums_exactly_with_largest_remainders() {
+    let database = TestDatabase::migrated("distribution", &safra_distribution::MIGRATIONS)
+        .await
+        .expect("a distribution database");
+    let mut conn = db::connect_once(database.url().expose())
+        .await
+        .expect("connect");
+    let holders = "ARRAY['00000000-0000-0000-0000-000000000001', \
+                         '00000000-0000-0000-0000-000000000002', \
+                         '00000000-0000-0000-0000-000000000003']::uuid[]";
+    let shares = |total: i64, stakes: &str| {
+        format!(
+            "SELECT amount_minor AS amount FROM allocate_pro_rata({total}, {holders}, ARRAY[{stakes}]::bigint[])"
+        )
+    };
+    let equal: Vec<Amount> = diesel::sql_query(shares(100, "1,1,1"))
+        .load(&mut conn)
+        .await
+        .expect("allocate 100 over three equal stakes");
+    assert_eq!(
+        equal.iter().map(|row| row.amount).collect::<Vec<_>>(),
+        [34, 33, 33]
+    );
+
+    let uneven: Vec<Amount> = diesel::sql_query(shares(1_000_001, "3,7,11"))
+        .load(&mut conn)
+        .await
+        .expect("allocate over uneven stakes");
+    assert_eq!(uneven.iter().map(|row| row.amount).sum::<i64>(), 1_000_001);
+
+    let zero_stake = diesel::sql_query(shares(100, "0,0,0"))
+        .load::<Amount>(&mut conn)
+        .await;
+    assert!(zero_stake.is_err(), "a zero total stake is refused");
+}

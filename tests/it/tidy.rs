@@ -1,0 +1,293 @@
+//! The invariants of docs/ARCHITECTURE.md, enforced: every Rust file says
+//! what it is for, the layers of a service stay apart, services never share
+//! a database or know REST, and the dependency tree stays lean and safe.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::{Path, PathBuf},
+};
+
+use super::repository_root;
+
+/// Folders holding the project's own Rust code.
+const RUST_ROOTS: [&str; 8] = [
+    "src",
+    "build.rs",
+    "cli",
+    "gateway",
+    "services",
+    "test-support",
+    "tests",
+    "bench",
+];
+
+fn rust_files() -> Vec<PathBuf> {
+    let root = repository_root();
+    let mut files = Vec::new();
+    for entry in RUST_ROOTS {
+        collect(&root.join(entry), &mut files);
+    }
+    files.sort();
+    files
+}
+
+fn collect(path: &Path, files: &mut Vec<PathBuf>) {
+    if path.is_file() {
+        if path.extension().is_some_and(|ext| ext == "rs") {
+            files.push(path.to_path_buf());
+        }
+        return;
+    }
+    let Ok(entries) = fs::read_dir(path) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let skip = path
+            .file_name()
+            .is_some_and(|name| name == "target" || name == "node_modules");
+        if !skip {
+            collect(&path, files);
+        }
+    }
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(repository_root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn every_rust_file_opens_with_a_module_comment() {
+    let missing: Vec<String> = rust_files()
+        .into_iter()
+        .filter(|path| {
+            let text = fs::read_to_string(path).unwrap_or_default();
+            let first = text
+                .lines()
+                .find(|line| !line.trim().is_empty())
+                .unwrap_or("");
+            !first.starts_with("//!")
+        })
+        .map(|path| relative(&path))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! comment: {missing:?}"
+    );
+}
+
+#[test]
+fn domain_modules_name_neither_transport_nor_storage() {
+    let offenders: Vec<String> = rust_files()
+        .into_iter()
+        .filter(|path| path.file_name().is_some_and(|name| name == "domain.rs"))
+        .filter(|path| {
+            let text = fs::read_to_string(path).unwrap_or_default();
+            ["tonic", "prost", "diesel"]
+                .iter()
+                .any(|word| text.contains(word))
+        })
+        .map(|path| relative(&path))
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "domain.rs naming tonic, prost or diesel: {offenders:?}"
+    );
+}
+
+#[test]
+fn only_the_store_touches_the_database_in_a_service() {
+    // lib.rs embeds the migrations; schema.rs is diesel's table definitions.
+    let allowed = ["store.rs", "schema.rs", "lib.rs"];
+    let offenders: Vec<String> = rust_files()
+        .into_iter()
+        .filter(|path| relative(path).starts_with("services/"))
+        .filter(|path| {
+            !path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| allowed.contains(&name))
+        })
+        .filter(|path| {
+            fs::read_to_string(path)
+                .unwrap_or_default()
+                .contains("diesel")
+        })
+        .map(|path| relative(&path))
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "service files other than store.rs using diesel: {offenders:?}"
+    );
+}
+
+#[derive(serde::Deserialize)]
+struct Manifest {
+    package: Option<ManifestPackage>,
+    #[serde(default)]
+    dependencies: BTreeMap<String, toml::Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct ManifestPackage {
+    name: String,
+}
+
+fn manifest(path: &Path) -> Manifest {
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    toml::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+fn service_manifests() -> Vec<(String, Manifest)> {
+    let services = repository_root().join("services");
+    let mut found: Vec<(String, Manifest)> = fs::read_dir(&services)
+        .expect("services/ exists")
+        .flatten()
+        .filter(|entry| entry.path().join("Cargo.toml").exists())
+        .map(|entry| {
+            let folder = entry.file_name().to_string_lossy().into_owned();
+            (folder, manifest(&entry.path().join("Cargo.toml")))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+#[test]
+fn crate_names_match_their_folders() {
+    for (folder, manifest) in service_manifests() {
+        let name = manifest
+            .package
+            .map(|package| package.name)
+            .unwrap_or_default();
+        assert_eq!(name, format!("safra-{folder}"), "services/{folder}");
+    }
+    for (folder, expected) in [
+        ("cli", "safra-cli"),
+        ("gateway", "safra-gateway"),
+        ("test-support", "safra-test-support"),
+        ("tests", "safra-tests"),
+    ] {
+        let found = manifest(&repository_root().join(folder).join("Cargo.toml"))
+            .package
+            .map(|package| package.name)
+            .unwrap_or_default();
+        assert_eq!(found, expected, "{folder}");
+    }
+}
+
+#[test]
+fn services_share_no_database_and_know_no_rest() {
+    for (folder, manifest) in service_manifests() {
+        for dependency in manifest.dependencies.keys() {
+            assert!(
+                !(dependency.starts_with("safra-") && dependency != "safra-test-support"),
+                "services/{folder} depends on {dependency}: services talk over gRPC, never through another's crate or database"
+            );
+            assert!(
+                !["axum", "serde_json", "hyper"].contains(&dependency.as_str()),
+                "services/{folder} depends on {dependency}: only the gateway knows REST and JSON"
+            );
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Lockfile {
+    package: Vec<LockedPackage>,
+}
+
+#[derive(serde::Deserialize)]
+struct LockedPackage {
+    name: String,
+    version: String,
+}
+
+fn locked_packages() -> Vec<LockedPackage> {
+    let text =
+        fs::read_to_string(repository_root().join("Cargo.lock")).expect("Cargo.lock is committed");
+    toml::from_str::<Lockfile>(&text)
+        .expect("Cargo.lock parses")
+        .package
+}
+
+/// The compatibility "major" of a semver version: `0.14.2` -> `0.14`, `1.5.0` -> `1`.
+fn major(version: &str) -> String {
+    let mut parts = version.split('.');
+    let first = parts.next().unwrap_or("0");
+    if first == "0" {
+        format!("0.{}", parts.next().unwrap_or("0"))
+    } else {
+        first.to_owned()
+    }
+}
+
+fn version_tuple(version: &str) -> Vec<u64> {
+    version
+        .split(['.', '-', '+'])
+        .take(3)
+        .map(|part| part.parse().unwrap_or(0))
+        .collect()
+}
+
+#[test]
+fn no_duplicate_majors_of_the_core_stack() {
+    let mut majors: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    let packages = locked_packages();
+    for package in &packages {
+        if let Some(name) = [
+            "tonic", "prost", "hyper", "h2", "rustls", "http", "axum", "tower",
+        ]
+        .into_iter()
+        .find(|name| *name == package.name)
+        {
+            majors
+                .entry(name)
+                .or_default()
+                .insert(major(&package.version));
+        }
+    }
+    for (name, versions) in majors {
+        assert_eq!(
+            versions.len(),
+            1,
+            "{name} appears in several majors: {versions:?}"
+        );
+    }
+}
+
+#[test]
+fn no_aws_lc_and_no_versions_below_known_security_fixes() {
+    let packages = locked_packages();
+    let aws: Vec<&str> = packages
+        .iter()
+        .map(|package| package.name.as_str())
+        .filter(|name| name.starts_with("aws-lc"))
+        .collect();
+    assert!(
+        aws.is_empty(),
+        "aws-lc must stay out of the tree (ring is the one provider): {aws:?}"
+    );
+    // h2 0.4.16 fixes the empty-DATA-frame flood (RUSTSEC-2026-0258).
+    for (name, minimum) in [("h2", "0.4.16")] {
+        for package in packages.iter().filter(|package| package.name == name) {
+            assert!(
+                version_tuple(&package.version) >= version_tuple(minimum),
+                "{name} {} is below {minimum}",
+                package.version
+            );
+        }
+    }
+}
+
+#[test]
+fn the_toolchain_is_pinned_to_the_installed_one() {
+    let text = fs::read_to_string(repository_root().join("rust-toolchain.toml"))
+        .expect("rust-toolchain.toml");
+    assert!(text.contains("channel = \"1.95.0\""), "{text}");
+}
