@@ -60,6 +60,9 @@ impl Database {
     /// # Errors
     /// [`DbError::Connect`] when the server is unreachable or refuses us.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, DbError> {
+        // One direct connection first: the pool would retry a refused
+        // connection until its timeout and report only "timed out".
+        drop(connect_once(config.url.expose()).await?);
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.url.expose());
         let acquire_timeout = Duration::from_millis(config.acquire_timeout_ms);
         let pool = Pool::builder()
@@ -67,7 +70,7 @@ impl Database {
             .connection_timeout(acquire_timeout)
             .build(manager)
             .await
-            .map_err(|error| DbError::Connect(error.to_string()))?;
+            .map_err(|error| DbError::Connect(error_chain(&error)))?;
         let database = Self {
             pool,
             acquire_timeout,
@@ -93,7 +96,7 @@ impl Database {
     pub async fn connection(&self) -> Result<PooledConnection<'_>, DbError> {
         self.pool.get().await.map_err(|error| match error {
             ::bb8::RunError::TimedOut => DbError::PoolTimeout(self.acquire_timeout),
-            ::bb8::RunError::User(cause) => DbError::Connect(cause.to_string()),
+            ::bb8::RunError::User(cause) => DbError::Connect(error_chain(&cause)),
         })
     }
 
@@ -235,8 +238,14 @@ where
 
     let url = url.clone();
     tokio::task::spawn_blocking(move || {
-        let mut conn = <SyncPgConnection as Connection>::establish(url.expose())
-            .map_err(|error| DbError::Connect(error.to_string()))?;
+        let mut conn =
+            <SyncPgConnection as Connection>::establish(url.expose()).map_err(|error| {
+                DbError::Connect(format!(
+                    "{} ({})",
+                    server_address(url.expose()),
+                    error_chain(&error)
+                ))
+            })?;
         diesel::RunQueryDsl::execute(
             diesel::sql_query("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK_KEY),
             &mut conn,
@@ -258,9 +267,40 @@ where
 /// # Errors
 /// [`DbError::Connect`].
 pub async fn connect_once(url: &str) -> Result<AsyncPgConnection, DbError> {
-    AsyncPgConnection::establish(url)
-        .await
-        .map_err(|error| DbError::Connect(error.to_string()))
+    AsyncPgConnection::establish(url).await.map_err(|error| {
+        DbError::Connect(format!("{} ({})", server_address(url), error_chain(&error)))
+    })
+}
+
+/// `host:port` of a PostgreSQL URL, without credentials, for error lines.
+#[must_use]
+pub fn server_address(url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme.split(['/', '?']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if host.contains(':') || host.is_empty() {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
+/// An error and its causes on one line (`a: b: c`): driver errors keep the
+/// useful part ("Connection refused") in their sources.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
 }
 
 #[derive(QueryableByName)]
@@ -369,6 +409,15 @@ mod tests {
             "postgres://127.0.0.1:5432/safra_accounts"
         );
         assert_eq!(with_database("postgresql://h/x", "y"), "postgresql://h/y");
+    }
+
+    #[test]
+    fn server_address_hides_credentials() {
+        assert_eq!(
+            server_address("postgres://u:secret@db:6543/x?a=b"),
+            "db:6543"
+        );
+        assert_eq!(server_address("postgres://127.0.0.1/x"), "127.0.0.1:5432");
     }
 
     #[test]

@@ -81,11 +81,7 @@ impl TestDatabase {
     async fn create(server_url: String, template: Option<&str>) -> Result<Self, DbError> {
         let mut conn = db::connect_once(&server_url).await?;
         sweep_leftovers(&mut conn).await?;
-        let name = format!(
-            "{TEST_DATABASE_PREFIX}{}_{}",
-            unix_seconds(),
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
+        let name = unique_prefix();
         let statement = match template {
             Some(template) => format!(
                 "CREATE DATABASE {} TEMPLATE {}",
@@ -148,6 +144,30 @@ impl Drop for TestDatabase {
         // A failed drop leaves a leftover for the sweep, never a failed test.
         dropper.join().ok();
     }
+}
+
+/// A fresh name prefix for databases a test creates itself (e.g. through
+/// `safra up` with `SAFRA_DB_PREFIX`): swept like any per-test database if
+/// the test dies before [`drop_databases_with_prefix`].
+#[must_use]
+pub fn unique_prefix() -> String {
+    format!(
+        "{TEST_DATABASE_PREFIX}{}_{}",
+        unix_seconds(),
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// Drops every database whose name starts with `prefix`.
+///
+/// # Errors
+/// The server is unreachable.
+pub async fn drop_databases_with_prefix(prefix: &str) -> Result<(), DbError> {
+    let mut conn = db::connect_once(&server_url()).await?;
+    for name in db::databases_with_prefix(&mut conn, prefix).await? {
+        drop_database(&mut conn, &name).await?;
+    }
+    Ok(())
 }
 
 /// The template for the current migrations of `service`, built if missing.

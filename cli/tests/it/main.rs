@@ -1,0 +1,352 @@
+//! The `safra` binary as a user runs it: `safra up` brings the mesh up on
+//! real PostgreSQL and stops it cleanly, a killed `up` leaves no child
+//! behind, and bad start-up conditions give one clear line and a non-zero
+//! exit. Every test picks its own free ports and database names, so they run
+//! in parallel with each other and with a developer's own `safra up`.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use safra::mesh::Service;
+
+const SAFRA: &str = env!("CARGO_BIN_EXE_safra");
+/// Generous: a debug build on a busy two-core machine.
+const READY_WITHIN: Duration = Duration::from_secs(120);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+/// A `safra up` command on free ports, with its state in `home`.
+fn up_command(home: &Path) -> (Command, SocketAddr, Vec<SocketAddr>) {
+    let mut command = Command::new(SAFRA);
+    command
+        .arg("up")
+        .env("SAFRA_HOME", home)
+        .env("SAFRA_LOG_FORMAT", "json")
+        .env_remove("DATABASE_URL");
+    let gateway = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    command.env("SAFRA_GATEWAY_ADDR", gateway.to_string());
+    let mut services = Vec::new();
+    for service in Service::ALL {
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        command
+            .env(
+                format!("SAFRA_{}_LISTEN_ADDR", service.env_name()),
+                listen.to_string(),
+            )
+            .env(
+                format!("SAFRA_{}_ADMIN_ADDR", service.env_name()),
+                admin.to_string(),
+            );
+        services.push(listen);
+    }
+    (command, gateway, services)
+}
+
+/// A running `safra up`, killed if the test ends early.
+struct Up {
+    child: Child,
+    gateway: SocketAddr,
+    services: Vec<SocketAddr>,
+}
+
+impl Up {
+    /// Starts `command` and waits for its ready line.
+    fn start(mut command: Command, gateway: SocketAddr, services: Vec<SocketAddr>) -> Up {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("safra up starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (lines, ready) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut up = Up {
+            child,
+            gateway,
+            services,
+        };
+        let line = ready.recv_timeout(READY_WITHIN).unwrap_or_else(|_| {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = up.child.stderr.take() {
+                up.child.kill().ok();
+                pipe.read_to_string(&mut stderr).ok();
+            }
+            panic!("safra up printed no ready line; stderr: {stderr}")
+        });
+        assert_eq!(line, format!("safra is up: http://{gateway}"));
+        up
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    fn wait(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "safra up did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// Status line and body of a plain HTTP/1.1 GET.
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Whether nothing listens on `addr` any more.
+fn port_released(addr: SocketAddr, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn drop_databases(prefix: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime
+        .block_on(safra_test_support::drop_databases_with_prefix(prefix))
+        .expect("drop the test's databases");
+}
+
+#[test]
+fn up_serves_the_mesh_and_stops_cleanly_on_sigterm() {
+    let home = tempfile::tempdir().expect("home");
+    let prefix = safra_test_support::unique_prefix();
+    let (mut command, gateway, services) = up_command(home.path());
+    command
+        .env("DATABASE_URL", safra_test_support::server_url())
+        .env("SAFRA_DB_PREFIX", &prefix);
+    let mut up = Up::start(command, gateway, services);
+
+    let (status, body) = http_get(up.gateway, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    for service in Service::ALL {
+        assert!(
+            body.contains(&format!(
+                "\"{}\":{{\"status\":\"SERVING\"}}",
+                service.name()
+            )),
+            "{service} SERVING in {body}"
+        );
+    }
+    assert_eq!(http_get(up.gateway, "/healthz").0, 200);
+    for service in Service::ALL {
+        assert!(
+            home.path()
+                .join("logs")
+                .join(format!("{service}.log"))
+                .exists(),
+            "{service} logs to SAFRA_HOME/logs"
+        );
+    }
+
+    up.signal("-TERM");
+    let status = up.wait(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "safra up exits 0 after SIGTERM, got {status}"
+    );
+    for addr in std::iter::once(up.gateway).chain(up.services.iter().copied()) {
+        assert!(
+            port_released(addr, Duration::from_secs(5)),
+            "{addr} released"
+        );
+    }
+    drop_databases(&prefix);
+}
+
+#[test]
+fn a_killed_up_leaves_no_child_holding_a_port() {
+    let home = tempfile::tempdir().expect("home");
+    let prefix = safra_test_support::unique_prefix();
+    let (mut command, gateway, services) = up_command(home.path());
+    command
+        .env("DATABASE_URL", safra_test_support::server_url())
+        .env("SAFRA_DB_PREFIX", &prefix);
+    let mut up = Up::start(command, gateway, services);
+
+    up.signal("-KILL");
+    up.wait(Duration::from_secs(10));
+    for addr in std::iter::once(up.gateway).chain(up.services.iter().copied()) {
+        assert!(
+            port_released(addr, Duration::from_secs(20)),
+            "{addr} is still held after its parent was killed"
+        );
+    }
+    drop_databases(&prefix);
+}
+
+/// Runs a command to completion and returns its exit status and stderr.
+fn run_to_end(command: &mut Command) -> (ExitStatus, String) {
+    let output = command.stdin(Stdio::null()).output().expect("runs");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn up_names_a_port_in_use_in_one_line() {
+    let home = tempfile::tempdir().expect("home");
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let (mut command, _, _) = up_command(home.path());
+    command
+        .env("SAFRA_GATEWAY_ADDR", addr.to_string())
+        .env("DATABASE_URL", safra_test_support::server_url());
+    let (status, stderr) = run_to_end(&mut command);
+    assert!(!status.success());
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(&format!("gateway cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn up_names_an_unreachable_database_in_one_line() {
+    let home = tempfile::tempdir().expect("home");
+    let (mut command, _, _) = up_command(home.path());
+    let closed = free_port();
+    command.env(
+        "DATABASE_URL",
+        format!("postgres://postgres:secret@127.0.0.1:{closed}/postgres"),
+    );
+    let (status, stderr) = run_to_end(&mut command);
+    assert!(!status.success());
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to the database: 127.0.0.1:{closed}"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("secret"),
+        "no password in the error: {stderr}"
+    );
+}
+
+#[test]
+fn serve_names_a_bad_variable_in_one_line() {
+    let (status, stderr) = run_to_end(
+        Command::new(SAFRA)
+            .args(["serve", "wallet"])
+            .env("DATABASE_URL", "postgres://127.0.0.1/safra_wallet")
+            .env("SAFRA_LISTEN_ADDR", "wallet.local"),
+    );
+    assert!(!status.success());
+    assert_eq!(
+        stderr.trim_end(),
+        "safra: configuration error: SAFRA_LISTEN_ADDR: 'wallet.local' is not an address like 127.0.0.1:8080"
+    );
+
+    let (status, stderr) = run_to_end(
+        Command::new(SAFRA)
+            .args(["serve", "wallet"])
+            .env_remove("DATABASE_URL")
+            .env_remove("DATABASE_URL_FILE"),
+    );
+    assert!(!status.success());
+    assert!(stderr.contains("DATABASE_URL: is not set"), "{stderr}");
+}
+
+#[test]
+fn up_without_database_url_runs_a_private_cluster_kept_between_runs() {
+    let home = tempfile::tempdir().expect("home");
+    // PostgreSQL runs as the postgres user when we are root: let it in.
+    Command::new("chmod")
+        .arg("755")
+        .arg(home.path())
+        .status()
+        .expect("chmod");
+    let pg_port = free_port();
+
+    for run in 0..2 {
+        let (mut command, gateway, services) = up_command(home.path());
+        command.env("SAFRA_PG_PORT", pg_port.to_string());
+        let mut up = Up::start(command, gateway, services);
+        assert!(
+            home.path().join("pg/data/PG_VERSION").exists(),
+            "run {run}: cluster in SAFRA_HOME/pg"
+        );
+        assert_eq!(http_get(up.gateway, "/readyz").0, 200, "run {run}");
+        up.signal("-TERM");
+        assert!(
+            up.wait(Duration::from_secs(60)).success(),
+            "run {run} exits 0"
+        );
+        assert!(
+            port_released(
+                SocketAddr::from(([127, 0, 0, 1], pg_port)),
+                Duration::from_secs(20)
+            ),
+            "run {run}: the private cluster it started is stopped"
+        );
+    }
+}
