@@ -438,3 +438,78 @@ fn the_lint_catches_every_kind_of_broken_declaration() {
         );
     }
 }
+
+/// The buf binary the test command installs (npm package in tools/).
+fn buf() -> std::path::PathBuf {
+    let buf = super::repository_root().join("tools/node_modules/.bin/buf");
+    assert!(
+        buf.exists(),
+        "{} is missing: run scripts/test, which installs it (npm ci in tools/)",
+        buf.display()
+    );
+    buf
+}
+
+fn run_buf(args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(buf())
+        .args(args)
+        .current_dir(super::repository_root())
+        .output()
+        .expect("buf runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn buf_lint_is_clean() {
+    let (ok, output) = run_buf(&["lint", "proto"]);
+    assert!(ok, "buf lint:\n{output}");
+}
+
+#[test]
+fn the_contracts_stay_compatible_with_the_published_baseline() {
+    let (ok, output) = run_buf(&["breaking", "proto", "--against", "proto-baseline/v1.binpb"]);
+    assert!(
+        ok,
+        "breaking changes against proto-baseline/v1.binpb:\n{output}"
+    );
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn the_breaking_check_rejects_a_renumbered_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = dir.path().join("proto");
+    copy_tree(&super::repository_root().join("proto"), &copy);
+    let money = copy.join("safra/type/v1/money.proto");
+    let text = std::fs::read_to_string(&money).expect("money.proto");
+    assert!(text.contains("int64 amount_minor = 2;"));
+    std::fs::write(
+        &money,
+        text.replace("int64 amount_minor = 2;", "int64 amount_minor = 3;"),
+    )
+    .expect("write");
+
+    let copy = copy.to_string_lossy().into_owned();
+    let (ok, output) = run_buf(&["breaking", &copy, "--against", "proto-baseline/v1.binpb"]);
+    assert!(
+        !ok,
+        "renumbering Money.amount_minor must be reported as breaking"
+    );
+    assert!(output.contains("amount_minor"), "{output}");
+}

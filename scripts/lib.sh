@@ -1,0 +1,106 @@
+# Shared by scripts/up and scripts/test: install what a fresh Debian machine
+# lacks, start what is not running, and time each phase. Sourced, not run.
+
+# Runs a command as root (directly when we are root, else through sudo).
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs Debian packages that are missing; refreshes the package lists once
+# if the first attempt cannot find them.
+apt_install() {
+  local missing=()
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null \
+    || { as_root apt-get update -q >/dev/null && as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
+}
+
+# The folder holding initdb and pg_ctl, or nothing.
+pg_bindir() {
+  local dir
+  dir=$(pg_config --bindir 2>/dev/null || true)
+  if [ -n "$dir" ] && [ -x "$dir/initdb" ]; then echo "$dir"; return; fi
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+# PostgreSQL server binaries and the psql client.
+ensure_postgres_packages() {
+  if [ -z "$(pg_bindir)" ] || ! command -v psql >/dev/null; then
+    apt_install postgresql postgresql-client
+  fi
+}
+
+# Whether `$1` (a URL) accepts us.
+postgres_answers() {
+  psql "$1" -qAtc 'select 1' >/dev/null 2>&1
+}
+
+# Exports DATABASE_URL for the tests: the one given, else the machine's
+# server on 127.0.0.1:5432 (started if it is installed but stopped), else a
+# private trust-auth cluster in target/test-pg started for the tests.
+ensure_test_database_server() {
+  if [ -n "${DATABASE_URL:-}" ]; then
+    postgres_answers "$DATABASE_URL" || { echo "DATABASE_URL does not answer: $DATABASE_URL" >&2; return 1; }
+    return 0
+  fi
+  local system_url="postgres://postgres@127.0.0.1:5432/postgres"
+  if ! postgres_answers "$system_url" && command -v pg_ctlcluster >/dev/null; then
+    for version in $(ls /etc/postgresql 2>/dev/null); do
+      as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
+    done
+  fi
+  if postgres_answers "$system_url"; then
+    export DATABASE_URL="$system_url"
+    return 0
+  fi
+  # No usable server (absent, or not trust-authenticated): a private cluster.
+  local root="$PWD/target/test-pg" port="${SAFRA_TEST_PG_PORT:-5439}" bindir
+  bindir=$(pg_bindir)
+  local run=()
+  if [ "$(id -u)" = 0 ]; then run=(runuser -u postgres --); fi
+  mkdir -p "$root"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$root"
+  if [ ! -f "$root/data/PG_VERSION" ]; then
+    "${run[@]}" "$bindir/initdb" -D "$root/data" -U postgres --auth=trust --encoding=UTF8 --locale=C >/dev/null
+  fi
+  if ! "${run[@]}" "$bindir/pg_ctl" -D "$root/data" status >/dev/null 2>&1; then
+    "${run[@]}" "$bindir/pg_ctl" -D "$root/data" -w -l "$root/postgres.log" \
+      -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='' -c max_connections=200" start >/dev/null
+  fi
+  export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  postgres_answers "$DATABASE_URL"
+}
+
+# RabbitMQ installed and answering on 127.0.0.1:5672.
+ensure_rabbitmq() {
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  if ! as_root rabbitmqctl -q status >/dev/null 2>&1; then
+    as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+    as_root timeout 120 rabbitmqctl -q await_startup >/dev/null
+  fi
+}
+
+# npm packages of the tools (buf), installed from the lock file when missing.
+ensure_tools() {
+  if [ ! -x tools/node_modules/.bin/buf ]; then
+    (cd tools && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
+# Prints how long the previous phase took, then names the next.
+PHASE_NAME=""
+PHASE_START=$(date +%s)
+phase() {
+  local now; now=$(date +%s)
+  if [ -n "$PHASE_NAME" ]; then
+    echo "== $PHASE_NAME: $((now - PHASE_START))s"
+  fi
+  PHASE_NAME="${1:-}"
+  PHASE_START=$now
+  if [ -n "$PHASE_NAME" ]; then echo "== $PHASE_NAME"; fi
+}
