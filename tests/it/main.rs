@@ -6,6 +6,7 @@
 mod contracts;
 mod databases;
 mod migrations;
+mod serving;
 mod tidy;
 
 use std::path::{Path, PathBuf};

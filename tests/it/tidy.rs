@@ -291,3 +291,41 @@ fn the_toolchain_is_pinned_to_the_installed_one() {
         .expect("rust-toolchain.toml");
     assert!(text.contains("channel = \"1.95.0\""), "{text}");
 }
+
+#[test]
+fn crypto_crates_are_optimised_in_debug_builds() {
+    #[derive(serde::Deserialize)]
+    struct Root {
+        profile: BTreeMap<String, toml::Value>,
+    }
+    let text = fs::read_to_string(repository_root().join("Cargo.toml")).expect("Cargo.toml");
+    let root: Root = toml::from_str(&text).expect("Cargo.toml parses");
+    let optimised = |name: &str| {
+        root.profile
+            .get("dev")
+            .and_then(|dev| dev.get("package"))
+            .and_then(|packages| packages.get(name))
+            .and_then(|package| package.get("opt-level"))
+            .and_then(toml::Value::as_integer)
+            == Some(3)
+    };
+    let crypto = [
+        "argon2",
+        "blake2",
+        "ed25519-dalek",
+        "curve25519-dalek",
+        "p256",
+        "ring",
+        "sha2",
+    ];
+    for package in locked_packages() {
+        if crypto.contains(&package.name.as_str()) {
+            assert!(
+                optimised(&package.name),
+                "{} is in the tree: give it [profile.dev.package.{}] opt-level = 3",
+                package.name,
+                package.name
+            );
+        }
+    }
+}
