@@ -53,9 +53,10 @@ impl PrivateCluster {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// Stops the cluster if this run started it.
+    /// Stops the cluster if this run started it and it still runs (a Ctrl-C
+    /// at the terminal may have reached the server too).
     pub async fn stop_if_started_here(&self) -> anyhow::Result<()> {
-        if self.started_here {
+        if self.started_here && self.is_running().await {
             self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"])
                 .await
                 .context("stopping the private PostgreSQL")?;

@@ -41,7 +41,7 @@ impl FromStr for ProcessName {
 pub async fn run(name: ProcessName) -> anyhow::Result<()> {
     let environment = Environment::load()?;
     let reader = Reader::new(&environment);
-    let watch_stdin = reader.optional(shutdown::EXIT_ON_STDIN_EOF)?.is_some();
+    let supervised = reader.optional(shutdown::EXIT_ON_STDIN_EOF)?.is_some();
     match name {
         ProcessName::Service(service) => {
             let config = ServiceConfig::read(service, reader)?;
@@ -55,7 +55,7 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("{service}: DATABASE_URL"))?;
             tracing::info!(%service, addr = %config.listen_addr, "serving");
-            server::serve(service, listener, shutdown::signalled(watch_stdin))
+            server::serve(service, listener, shutdown::signalled(supervised))
                 .await
                 .with_context(|| format!("{service}"))?;
             drop(database);
@@ -65,7 +65,7 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
             telemetry::init(&config.log)?;
             let listener = server::bind(config.listen_addr).await.context("gateway")?;
             tracing::info!(addr = %config.listen_addr, "gateway serving");
-            safra_gateway::serve(&config, listener, shutdown::signalled(watch_stdin))
+            safra_gateway::serve(&config, listener, shutdown::signalled(supervised))
                 .await
                 .context("gateway")?;
         }

@@ -7,24 +7,32 @@ use tokio::io::AsyncReadExt;
 /// Set by `safra up` on its children: stop when stdin reaches end of file.
 pub const EXIT_ON_STDIN_EOF: &str = "SAFRA_EXIT_ON_STDIN_EOF";
 
-/// Completes on the first stop signal; `watch_stdin` adds the closed-pipe
-/// signal.
-pub async fn signalled(watch_stdin: bool) {
-    let stdin_closed = async {
-        if watch_stdin {
-            let mut stdin = tokio::io::stdin();
-            let mut buffer = [0_u8; 64];
-            // Anything the parent writes is ignored; only the end matters.
-            while matches!(stdin.read(&mut buffer).await, Ok(read) if read > 0) {}
-        } else {
-            std::future::pending::<()>().await;
+/// Completes on the first stop signal.
+///
+/// A supervised process (a child of `safra up`) stops when its stdin closes
+/// or on SIGTERM, and ignores Ctrl-C: the terminal sends SIGINT to the whole
+/// process group, and the parent decides the order of the stop (gateway
+/// first, so no new call reaches a draining service).
+pub async fn signalled(supervised: bool) {
+    if supervised {
+        tokio::spawn(async { while tokio::signal::ctrl_c().await.is_ok() {} });
+        tokio::select! {
+            () = terminate() => {}
+            () = stdin_closed() => {}
         }
-    };
-    tokio::select! {
-        () = interrupt() => {}
-        () = terminate() => {}
-        () = stdin_closed => {}
+    } else {
+        tokio::select! {
+            () = interrupt() => {}
+            () = terminate() => {}
+        }
     }
+}
+
+async fn stdin_closed() {
+    let mut stdin = tokio::io::stdin();
+    let mut buffer = [0_u8; 64];
+    // Anything the parent writes is ignored; only the end matters.
+    while matches!(stdin.read(&mut buffer).await, Ok(read) if read > 0) {}
 }
 
 async fn interrupt() {

@@ -239,6 +239,8 @@ async fn supervise(layout: &Layout, running: &mut [Running]) -> anyhow::Result<(
     tokio::pin!(stop);
     loop {
         tokio::select! {
+            // A stop signal wins over a child seen exiting at the same moment.
+            biased;
             () = &mut stop => return Ok(()),
             () = tokio::time::sleep(Duration::from_millis(500)) => check_children(running)?,
         }
