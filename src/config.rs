@@ -9,7 +9,10 @@
 
 use std::{collections::HashMap, fmt, fs, net::SocketAddr, path::PathBuf, str::FromStr};
 
-use crate::mesh::{self, Service};
+use crate::{
+    mesh::{self, Service},
+    tls::TlsPaths,
+};
 
 /// Where configuration values come from.
 pub trait Source {
@@ -298,6 +301,35 @@ impl DatabaseConfig {
     }
 }
 
+/// `SAFRA_HOME`: the state folder (default `./.safra`).
+///
+/// # Errors
+/// See [`Reader::optional`].
+pub fn home(reader: Reader<'_>) -> Result<PathBuf, ConfigError> {
+    Ok(PathBuf::from(reader.string_or("SAFRA_HOME", ".safra")?))
+}
+
+/// The certificate, key and CA files of the process `name`:
+/// `SAFRA_TLS_CERT`, `SAFRA_TLS_KEY` and `SAFRA_TLS_CA`, by default
+/// `$SAFRA_HOME/certs/<name>.pem`, `<name>.key` and `ca.pem`.
+///
+/// # Errors
+/// See [`Reader::optional`].
+pub fn tls_paths(reader: Reader<'_>, name: &str) -> Result<TlsPaths, ConfigError> {
+    let defaults = TlsPaths::in_dir(&home(reader)?.join("certs"), name);
+    Ok(TlsPaths {
+        cert: reader
+            .optional("SAFRA_TLS_CERT")?
+            .map_or(defaults.cert, PathBuf::from),
+        key: reader
+            .optional("SAFRA_TLS_KEY")?
+            .map_or(defaults.key, PathBuf::from),
+        ca: reader
+            .optional("SAFRA_TLS_CA")?
+            .map_or(defaults.ca, PathBuf::from),
+    })
+}
+
 /// Everything `safra serve <service>` needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceConfig {
@@ -309,6 +341,8 @@ pub struct ServiceConfig {
     pub admin_addr: SocketAddr,
     /// The service's own database.
     pub database: DatabaseConfig,
+    /// Its certificate, key and CA.
+    pub tls: TlsPaths,
     /// Logging.
     pub log: LogConfig,
 }
@@ -325,6 +359,7 @@ impl ServiceConfig {
                 .socket_addr_or("SAFRA_LISTEN_ADDR", service.default_listen_addr())?,
             admin_addr: reader.socket_addr_or("SAFRA_ADMIN_ADDR", service.default_admin_addr())?,
             database: DatabaseConfig::read(reader)?,
+            tls: tls_paths(reader, service.name())?,
             log: LogConfig::read(reader)?,
         })
     }
@@ -336,8 +371,10 @@ pub struct GatewayConfig {
     /// `SAFRA_LISTEN_ADDR`: the one edge port (default `127.0.0.1:8080`).
     pub listen_addr: SocketAddr,
     /// `SAFRA_<SERVICE>_URL` for each service: where to reach it
-    /// (default `http://<its default listen address>`).
+    /// (default `https://<its default listen address>`).
     pub upstreams: Vec<(Service, String)>,
+    /// The gateway's certificate, key and CA, for calling the services.
+    pub tls: TlsPaths,
     /// Logging.
     pub log: LogConfig,
 }
@@ -353,12 +390,12 @@ impl GatewayConfig {
             let variable = format!("SAFRA_{}_URL", service.env_name());
             let url = reader.string_or(
                 &variable,
-                &format!("http://{}", service.default_listen_addr()),
+                &format!("https://{}", service.default_listen_addr()),
             )?;
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            if mesh::endpoint_authority(&url).is_none() {
                 return Err(ConfigError {
                     variable,
-                    problem: format!("'{url}' is not an http:// or https:// URL"),
+                    problem: format!("'{url}' is not an endpoint like https://127.0.0.1:7003"),
                 });
             }
             upstreams.push((service, url));
@@ -367,6 +404,7 @@ impl GatewayConfig {
             listen_addr: reader
                 .socket_addr_or("SAFRA_LISTEN_ADDR", mesh::default_gateway_addr())?,
             upstreams,
+            tls: tls_paths(reader, "gateway")?,
             log: LogConfig::read(reader)?,
         })
     }
@@ -392,6 +430,20 @@ mod tests {
         assert_eq!(config.admin_addr.to_string(), "127.0.0.1:9003");
         assert_eq!(config.database.pool_size, 10);
         assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.tls.cert, PathBuf::from(".safra/certs/wallet.pem"));
+        assert_eq!(config.tls.ca, PathBuf::from(".safra/certs/ca.pem"));
+    }
+
+    #[test]
+    fn tls_paths_follow_safra_home_and_their_overrides() {
+        let source = source(&[
+            ("SAFRA_HOME", "/var/safra"),
+            ("SAFRA_TLS_CERT", "/etc/tls/tls.crt"),
+        ]);
+        let paths = tls_paths(Reader::new(&source), "gateway").expect("paths");
+        assert_eq!(paths.cert, PathBuf::from("/etc/tls/tls.crt"));
+        assert_eq!(paths.key, PathBuf::from("/var/safra/certs/gateway.key"));
+        assert_eq!(paths.ca, PathBuf::from("/var/safra/certs/ca.pem"));
     }
 
     #[test]
@@ -443,8 +495,8 @@ mod tests {
     }
 
     #[test]
-    fn gateway_rejects_a_non_http_upstream() {
-        let source = source(&[("SAFRA_WALLET_URL", "wallet:7003")]);
+    fn gateway_rejects_an_upstream_without_a_port() {
+        let source = source(&[("SAFRA_WALLET_URL", "https://wallet")]);
         let error = GatewayConfig::read(Reader::new(&source)).expect_err("needs a scheme");
         assert_eq!(error.variable, "SAFRA_WALLET_URL");
     }

@@ -5,8 +5,9 @@
 //! descriptor set that lets the gateway and the services read the contracts'
 //! annotations at run time ([`descriptor`]), typed configuration ([`config`]),
 //! logging ([`telemetry`]), the catalogue of services and their ports
-//! ([`mesh`]) and, behind features, database access ([`db`], feature `db`)
-//! and serving helpers ([`server`], feature `server`).
+//! ([`mesh`]), mutual TLS ([`tls`]) and, behind features, mesh channels
+//! ([`client`]), database access ([`db`]), serving ([`server`]) and the
+//! development CA ([`certs`], feature `dev-certs`).
 //!
 //! Features: `client` (default) generates client stubs; `server` generates
 //! server traits and brings health and reflection; `db` brings diesel-async;
@@ -18,6 +19,12 @@ pub mod contract;
 pub mod descriptor;
 pub mod mesh;
 pub mod telemetry;
+pub mod tls;
+
+#[cfg(feature = "dev-certs")]
+pub mod certs;
+#[cfg(feature = "client")]
+pub mod client;
 
 #[cfg(feature = "db")]
 pub mod db;

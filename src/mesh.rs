@@ -115,6 +115,22 @@ impl FromStr for Service {
     }
 }
 
+/// `host:port` of an endpoint written as `https://host:port`,
+/// `http://host:port` or `host:port`; `None` if it is not one.
+#[must_use]
+pub fn endpoint_authority(endpoint: &str) -> Option<String> {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .unwrap_or(endpoint)
+        .trim_end_matches('/');
+    let valid = !rest.contains('/')
+        && rest.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0)
+        });
+    valid.then(|| rest.to_owned())
+}
+
 /// The gateway's default address: gRPC, grpc-web, REST and the console.
 #[must_use]
 pub fn default_gateway_addr() -> SocketAddr {
@@ -123,4 +139,36 @@ pub fn default_gateway_addr() -> SocketAddr {
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_reduce_to_their_authority() {
+        assert_eq!(
+            endpoint_authority("https://127.0.0.1:7003").as_deref(),
+            Some("127.0.0.1:7003")
+        );
+        assert_eq!(
+            endpoint_authority("wallet:7003").as_deref(),
+            Some("wallet:7003")
+        );
+        assert_eq!(
+            endpoint_authority("http://[::1]:7003/").as_deref(),
+            Some("[::1]:7003")
+        );
+        assert_eq!(endpoint_authority("https://wallet"), None);
+        assert_eq!(endpoint_authority("https://wallet:0"), None);
+        assert_eq!(endpoint_authority("https://wallet:7003/path"), None);
+    }
+
+    #[test]
+    fn service_names_round_trip() {
+        for service in Service::ALL {
+            assert_eq!(service.name().parse::<Service>(), Ok(service));
+        }
+        assert!("gateway".parse::<Service>().is_err());
+    }
 }

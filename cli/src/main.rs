@@ -1,11 +1,13 @@
 //! The one `safra` binary. `up` runs the whole mesh on this machine, each
 //! service and the gateway as a child process of this same binary;
 //! `serve <name>` runs one of them (what `up`, the container image and the
-//! Helm chart start); `migrate` applies, reverts or lists migrations.
+//! Helm chart start); `certs` makes the development CA and certificates;
+//! `migrate` applies, reverts or lists migrations.
 //!
 //! Errors reach the user as one line on stderr and a non-zero exit.
 
 mod catalogue;
+mod certs;
 mod migrate;
 mod postgres;
 mod serve;
@@ -42,6 +44,11 @@ enum Command {
         /// What to run.
         name: serve::ProcessName,
     },
+    /// Make the development CA and certificates in $SAFRA_HOME/certs.
+    Certs {
+        #[command(subcommand)]
+        action: certs::Action,
+    },
     /// Apply, revert or list the migrations of the service databases.
     Migrate {
         #[command(subcommand)]
@@ -58,6 +65,7 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Up => up::run().await,
         Command::Serve { name } => serve::run(name).await,
+        Command::Certs { action } => certs::run(&action),
         Command::Migrate { action, service } => migrate::run(action, service).await,
     };
     match outcome {

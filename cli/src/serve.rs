@@ -1,7 +1,7 @@
 //! `safra serve <name>`: one service or the gateway, configured from the
 //! environment, stopping gracefully on a signal.
 
-use std::str::FromStr;
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use safra::{
@@ -9,6 +9,7 @@ use safra::{
     db::Database,
     mesh::Service,
     server, telemetry,
+    tls::{MeshTls, TlsPaths},
 };
 
 use crate::shutdown;
@@ -46,6 +47,7 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
         ProcessName::Service(service) => {
             let config = ServiceConfig::read(service, reader)?;
             telemetry::init(&config.log)?;
+            let tls = load_tls(service.name(), &config.tls, reader)?;
             let listener = server::bind(config.listen_addr)
                 .await
                 .with_context(|| format!("{service}"))?;
@@ -55,7 +57,7 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("{service}: DATABASE_URL"))?;
             tracing::info!(%service, addr = %config.listen_addr, "serving");
-            server::serve(service, listener, shutdown::signalled(supervised))
+            server::serve(service, listener, &tls, shutdown::signalled(supervised))
                 .await
                 .with_context(|| format!("{service}"))?;
             drop(database);
@@ -63,13 +65,26 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
         ProcessName::Gateway => {
             let config = GatewayConfig::read(reader)?;
             telemetry::init(&config.log)?;
+            let tls = load_tls("gateway", &config.tls, reader)?;
             let listener = server::bind(config.listen_addr).await.context("gateway")?;
             tracing::info!(addr = %config.listen_addr, "gateway serving");
-            safra_gateway::serve(&config, listener, shutdown::signalled(supervised))
+            safra_gateway::serve(&config, listener, &tls, shutdown::signalled(supervised))
                 .await
                 .context("gateway")?;
         }
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Loads this process's certificate, key and CA, and watches them for
+/// rotation every `SAFRA_TLS_RELOAD_SECS` (default 10).
+fn load_tls(name: &str, paths: &TlsPaths, reader: Reader<'_>) -> anyhow::Result<Arc<MeshTls>> {
+    safra::tls::install_crypto_provider();
+    let tls = MeshTls::load(paths.clone()).with_context(|| {
+        format!("{name}: TLS (run `safra certs init`, or set SAFRA_TLS_CERT, SAFRA_TLS_KEY and SAFRA_TLS_CA)")
+    })?;
+    let period = reader.parse_or("SAFRA_TLS_RELOAD_SECS", 10_u64, "a whole number of seconds")?;
+    tls.spawn_reloader(Duration::from_secs(period.max(1)));
+    Ok(tls)
 }

@@ -2,7 +2,8 @@
 //!
 //! It prepares `$SAFRA_HOME`, finds PostgreSQL (the server at `DATABASE_URL`,
 //! else a private cluster in `$SAFRA_HOME/pg`), creates and migrates each
-//! service database, then starts every service and the gateway as child
+//! service database, makes the development certificates when they are
+//! missing, then starts every service and the gateway as child
 //! processes of this same binary (`safra serve <name>`), each logging to
 //! `$SAFRA_HOME/logs/<name>.log`. Once the gateway's `/readyz` answers 200 it
 //! prints `safra is up: <url>`. Ctrl-C or SIGTERM stop everything, draining
@@ -89,6 +90,9 @@ pub async fn run() -> anyhow::Result<()> {
         .with_context(|| format!("SAFRA_HOME: cannot create {}", logs.display()))?;
 
     check_ports_free(&layout).await?;
+    safra::certs::CertDir::new(layout.home.join("certs"))
+        .init()
+        .context("making the development certificates in SAFRA_HOME/certs")?;
 
     let (server_url, cluster) = match reader.optional_secret("DATABASE_URL")? {
         Some(url) => (url.expose().to_owned(), None),
@@ -172,6 +176,7 @@ async fn start_children(
         let mut command = Command::new(&exe);
         command
             .args(["serve", service.name()])
+            .env("SAFRA_HOME", &layout.home)
             .env("SAFRA_LISTEN_ADDR", listen.to_string())
             .env("SAFRA_ADMIN_ADDR", admin.to_string())
             .env(
@@ -183,6 +188,7 @@ async fn start_children(
     let mut gateway = Command::new(&exe);
     gateway
         .args(["serve", "gateway"])
+        .env("SAFRA_HOME", &layout.home)
         .env("SAFRA_LISTEN_ADDR", layout.gateway.to_string())
         .env_remove("DATABASE_URL");
     for (service, listen, _) in &layout.services {

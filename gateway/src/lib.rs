@@ -8,10 +8,10 @@
 
 mod readiness;
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
 use axum::{Router, routing::get};
-use safra::config::GatewayConfig;
+use safra::{config::GatewayConfig, tls::MeshTls};
 use tokio::net::TcpListener;
 
 pub use readiness::{Readiness, UpstreamState};
@@ -35,16 +35,18 @@ pub enum GatewayError {
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then drains
-/// in-flight requests.
+/// in-flight requests. It calls the services over mutual TLS with `tls` (the
+/// gateway's own certificate); its public port is plain HTTP.
 ///
 /// # Errors
 /// [`GatewayError`].
 pub async fn serve(
     config: &GatewayConfig,
     listener: TcpListener,
+    tls: &Arc<MeshTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let readiness = Readiness::new(&config.upstreams)?;
+    let readiness = Readiness::new(&config.upstreams, tls)?;
     let router = Router::new()
         .route("/healthz", get(readiness::healthz))
         .route("/readyz", get(readiness::readyz))

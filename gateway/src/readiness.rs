@@ -1,13 +1,13 @@
 //! `/healthz` and `/readyz`: liveness of the gateway itself, and readiness of
 //! the mesh behind it, asked of each service's `grpc.health.v1`.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{Json, extract::State, http::StatusCode};
-use safra::mesh::Service;
+use safra::{client::mesh_channel, mesh::Service, tls::MeshTls};
 use serde::Serialize;
 use tokio::task::JoinSet;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -17,7 +17,7 @@ use crate::GatewayError;
 /// How long one readiness probe waits for a service.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A lazily connected channel per service, reused across probes.
+/// A lazily connected mTLS channel per service, reused across probes.
 #[derive(Debug, Clone)]
 pub struct Readiness {
     upstreams: Vec<(Service, Channel)>,
@@ -45,18 +45,12 @@ impl Readiness {
     ///
     /// # Errors
     /// [`GatewayError::Upstream`] for a URL that is not an endpoint.
-    pub fn new(upstreams: &[(Service, String)]) -> Result<Self, GatewayError> {
+    pub fn new(upstreams: &[(Service, String)], tls: &Arc<MeshTls>) -> Result<Self, GatewayError> {
         let upstreams = upstreams
             .iter()
             .map(|(service, url)| {
-                Endpoint::from_shared(url.clone())
-                    .map(|endpoint| {
-                        let channel = endpoint
-                            .connect_timeout(PROBE_TIMEOUT)
-                            .timeout(PROBE_TIMEOUT)
-                            .connect_lazy();
-                        (*service, channel)
-                    })
+                mesh_channel(tls, service.name(), url)
+                    .map(|channel| (*service, channel))
                     .map_err(|error| GatewayError::Upstream {
                         service: service.env_name(),
                         url: url.clone(),
@@ -95,6 +89,8 @@ async fn probe_one(service: Service, channel: Channel) -> UpstreamState {
     let request = HealthCheckRequest {
         service: service.grpc_service().to_owned(),
     };
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(PROBE_TIMEOUT);
     match HealthClient::new(channel).check(request).await {
         Ok(response) => UpstreamState {
             status: match response.into_inner().status() {

@@ -1,5 +1,5 @@
 //! Test helpers shared by every crate's tests: a fresh PostgreSQL database
-//! per test.
+//! per test, and a throw-away CA for servers over mutual TLS ([`TestPki`]).
 //!
 //! Each test gets its own database, cloned from a migrated template, so a test
 //! costs milliseconds and sees no other test's rows. The template is built
@@ -23,6 +23,9 @@ use safra::{
     db::{self, DbError},
 };
 use sha2::{Digest, Sha256};
+
+mod pki;
+pub use pki::TestPki;
 
 /// Test databases older than this are leftovers of killed runs.
 pub const LEFTOVER_AGE: Duration = Duration::from_secs(2 * 60 * 60);

@@ -1,11 +1,12 @@
 //! Whole-repository checks, one test binary: the contracts against
 //! DESIGN.md, every service's migrations up, down and up again on a real
 //! PostgreSQL, the per-test database harness, and the tidy rules of
-//! docs/ARCHITECTURE.md.
+//! docs/ARCHITECTURE.md, and mutual TLS between mesh processes.
 
 mod contracts;
 mod databases;
 mod migrations;
+mod mtls;
 mod serving;
 mod tidy;
 

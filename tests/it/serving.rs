@@ -1,10 +1,12 @@
 //! A service process as the mesh sees it before any domain RPC exists:
-//! grpc.health.v1 reports its contract SERVING, and server reflection (v1
-//! and v1alpha, for grpcurl builds that speak only v1alpha) lists it.
+//! over mutual TLS, grpc.health.v1 reports its contract SERVING, and server
+//! reflection (v1 and v1alpha, for grpcurl builds that speak only v1alpha)
+//! lists it.
 
 use std::net::SocketAddr;
 
 use safra::mesh::Service;
+use safra_test_support::TestPki;
 use tokio::sync::oneshot;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -13,14 +15,19 @@ use tonic_health::pb::{
 };
 use tonic_reflection::pb::{v1, v1alpha};
 
-async fn spawn_service(service: Service) -> (SocketAddr, oneshot::Sender<()>) {
+/// Serves `service` over mTLS with its certificate from `pki`.
+pub(crate) async fn spawn_service(
+    pki: &TestPki,
+    service: Service,
+) -> (SocketAddr, oneshot::Sender<()>) {
+    let tls = pki.tls(service.name());
     let listener = safra::server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
-        safra::server::serve(service, listener, async {
+        safra::server::serve(service, listener, &tls, async {
             stopped.await.ok();
         })
         .await
@@ -29,18 +36,17 @@ async fn spawn_service(service: Service) -> (SocketAddr, oneshot::Sender<()>) {
     (addr, stop)
 }
 
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
+/// A channel from the gateway's identity to `service` at `addr`.
+fn channel(pki: &TestPki, service: Service, addr: SocketAddr) -> Channel {
+    safra::client::mesh_channel(&pki.tls("gateway"), service.name(), &addr.to_string())
+        .expect("a mesh channel")
 }
 
 #[tokio::test]
 async fn health_reports_the_service_contract_serving() {
-    let (addr, _stop) = spawn_service(Service::Marketplace).await;
-    let mut health = HealthClient::new(channel(addr).await);
+    let pki = TestPki::new();
+    let (addr, _stop) = spawn_service(&pki, Service::Marketplace).await;
+    let mut health = HealthClient::new(channel(&pki, Service::Marketplace, addr));
     let status = health
         .check(HealthCheckRequest {
             service: "safra.marketplace.v1.MarketplaceService".into(),
@@ -62,8 +68,9 @@ async fn health_reports_the_service_contract_serving() {
 
 #[tokio::test]
 async fn reflection_lists_the_service_in_v1_and_v1alpha() {
-    let (addr, _stop) = spawn_service(Service::Wallet).await;
-    let channel = channel(addr).await;
+    let pki = TestPki::new();
+    let (addr, _stop) = spawn_service(&pki, Service::Wallet).await;
+    let channel = channel(&pki, Service::Wallet, addr);
 
     let request = v1::ServerReflectionRequest {
         host: String::new(),
