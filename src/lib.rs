@@ -18,8 +18,10 @@ pub mod config;
 pub mod contract;
 pub mod descriptor;
 pub mod mesh;
+pub mod status;
 pub mod telemetry;
 pub mod tls;
+pub mod validate;
 
 #[cfg(feature = "dev-certs")]
 pub mod certs;
