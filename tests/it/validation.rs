@@ -94,7 +94,7 @@ fn offering() -> Offering {
         commodity: "soybean".into(),
         quantity: 1000,
         unit: "bag_60kg".into(),
-        face_value: Some(brl(150_000_00)),
+        face_value: Some(brl(15_000_000)),
         annual_rate_bps: 1200,
         maturity_date: Some(date(2027, 6, 30)),
         funding_deadline: Some(prost_types::Timestamp {
@@ -104,7 +104,7 @@ fn offering() -> Offering {
         installments: vec![Installment {
             number: 1,
             due_date: Some(date(2027, 6, 30)),
-            amount: Some(brl(150_000_00)),
+            amount: Some(brl(15_000_000)),
             ..Default::default()
         }],
         ..Default::default()
