@@ -14,6 +14,7 @@
 //! `events` the event plumbing. An SDK user keeps the default and compiles
 //! neither diesel nor the server side.
 
+pub mod auth;
 pub mod config;
 pub mod contract;
 pub mod descriptor;

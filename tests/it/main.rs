@@ -9,6 +9,7 @@ mod migrations;
 mod mtls;
 mod serving;
 mod tidy;
+mod tokens;
 mod validation;
 
 use std::path::{Path, PathBuf};
