@@ -459,3 +459,75 @@ pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
 }
+
+/// The signed-in user of a request, put in its extensions by the server's
+/// authorization stage once the token verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedUser {
+    /// The user's id (`sub`).
+    pub user_id: String,
+    /// `investor`, `producer` or `admin`.
+    pub role: String,
+    /// The bearer token itself, forwarded on calls made on the user's behalf.
+    pub token: String,
+    /// When the token expires, seconds since the epoch.
+    pub expires_at: i64,
+}
+
+impl AuthenticatedUser {
+    /// The user of a request served by a mesh server, if it carried a token.
+    #[must_use]
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<&AuthenticatedUser> {
+        request.extensions().get::<AuthenticatedUser>()
+    }
+}
+
+/// The key set as the accounts service publishes it (GetJwks), fetched over
+/// a mesh channel: what every other service verifies tokens with.
+#[cfg(feature = "client")]
+#[derive(Debug, Clone)]
+pub struct AccountsJwks {
+    channel: crate::client::MeshChannel,
+}
+
+#[cfg(feature = "client")]
+impl AccountsJwks {
+    /// How long one fetch may take.
+    pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Fetches through `channel`, a mesh channel to accounts.
+    #[must_use]
+    pub fn new(channel: crate::client::MeshChannel) -> Self {
+        Self { channel }
+    }
+}
+
+#[cfg(feature = "client")]
+impl KeySource for AccountsJwks {
+    fn fetch(&self) -> KeysFuture<'_> {
+        use crate::accounts::v1::{GetJwksRequest, accounts_service_client::AccountsServiceClient};
+
+        let mut client = AccountsServiceClient::new(self.channel.clone());
+        Box::pin(async move {
+            let mut request = tonic::Request::new(GetJwksRequest {});
+            request.set_timeout(Self::TIMEOUT);
+            let set = client
+                .get_jwks(request)
+                .await
+                .map_err(|status| {
+                    AuthError::KeysUnavailable(format!("{:?}: {}", status.code(), status.message()))
+                })?
+                .into_inner();
+            Ok(set
+                .keys
+                .into_iter()
+                .filter(|key| key.kty == "OKP" && key.crv == "Ed25519")
+                .filter(|key| key.alg.is_empty() || key.alg == "EdDSA")
+                .map(|key| PublicKey {
+                    kid: key.kid,
+                    x: key.x,
+                })
+                .collect())
+        })
+    }
+}

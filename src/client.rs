@@ -97,6 +97,59 @@ impl tower::Service<Uri> for MeshConnector {
     }
 }
 
+/// A channel to one mesh service, for typed stubs
+/// (`WalletServiceClient::new(channel)`).
+///
+/// It reports a call whose deadline passed on the client side as
+/// DEADLINE_EXCEEDED, as the gRPC specification says, where tonic alone
+/// reports CANCELLED.
+#[derive(Debug, Clone)]
+pub struct MeshChannel {
+    inner: Channel,
+}
+
+type CallFuture = Pin<
+    Box<
+        dyn Future<Output = Result<http::Response<tonic::body::Body>, tonic::transport::Error>>
+            + Send,
+    >,
+>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for MeshChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = CallFuture;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            match call.await {
+                Err(error) if deadline_passed(&error) => Ok(tonic::Status::deadline_exceeded(
+                    "the call's deadline passed before the answer came",
+                )
+                .into_http()),
+                other => other,
+            }
+        })
+    }
+}
+
+/// Whether tonic gave up on a call because its `grpc-timeout` elapsed.
+fn deadline_passed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(cause) = current {
+        if cause.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        current = cause.source();
+    }
+    false
+}
+
 /// A lazily connected channel to `service` at `endpoint`, over mutual TLS.
 ///
 /// # Errors
@@ -105,7 +158,7 @@ pub fn mesh_channel(
     tls: &Arc<MeshTls>,
     service: &str,
     endpoint: &str,
-) -> Result<Channel, ClientError> {
+) -> Result<MeshChannel, ClientError> {
     let connector = MeshConnector::new(tls, service)?;
     // TLS is the connector's job, so tonic sees a plain http:// URI.
     let authority = crate::mesh::endpoint_authority(endpoint)
@@ -117,5 +170,7 @@ pub fn mesh_channel(
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
-    Ok(endpoint.connect_with_connector_lazy(connector))
+    Ok(MeshChannel {
+        inner: endpoint.connect_with_connector_lazy(connector),
+    })
 }

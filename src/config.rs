@@ -343,6 +343,12 @@ pub struct ServiceConfig {
     pub database: DatabaseConfig,
     /// Its certificate, key and CA.
     pub tls: TlsPaths,
+    /// `SAFRA_ACCOUNTS_URL`: where the JWKS comes from (default
+    /// `https://127.0.0.1:7001`).
+    pub accounts_url: String,
+    /// `SAFRA_JWT_ISSUER`: the `iss` tokens must carry (default
+    /// `safra-accounts`).
+    pub jwt_issuer: String,
     /// Logging.
     pub log: LogConfig,
 }
@@ -360,9 +366,27 @@ impl ServiceConfig {
             admin_addr: reader.socket_addr_or("SAFRA_ADMIN_ADDR", service.default_admin_addr())?,
             database: DatabaseConfig::read(reader)?,
             tls: tls_paths(reader, service.name())?,
+            accounts_url: endpoint(reader, "SAFRA_ACCOUNTS_URL", Service::Accounts)?,
+            jwt_issuer: reader.string_or("SAFRA_JWT_ISSUER", crate::auth::DEFAULT_ISSUER)?,
             log: LogConfig::read(reader)?,
         })
     }
+}
+
+/// The endpoint of `service` in `variable`, by default its fixed local
+/// address.
+fn endpoint(reader: Reader<'_>, variable: &str, service: Service) -> Result<String, ConfigError> {
+    let url = reader.string_or(
+        variable,
+        &format!("https://{}", service.default_listen_addr()),
+    )?;
+    if mesh::endpoint_authority(&url).is_none() {
+        return Err(ConfigError {
+            variable: variable.to_owned(),
+            problem: format!("'{url}' is not an endpoint like https://127.0.0.1:7003"),
+        });
+    }
+    Ok(url)
 }
 
 /// Everything `safra serve gateway` needs.
@@ -388,17 +412,7 @@ impl GatewayConfig {
         let mut upstreams = Vec::new();
         for service in Service::ALL {
             let variable = format!("SAFRA_{}_URL", service.env_name());
-            let url = reader.string_or(
-                &variable,
-                &format!("https://{}", service.default_listen_addr()),
-            )?;
-            if mesh::endpoint_authority(&url).is_none() {
-                return Err(ConfigError {
-                    variable,
-                    problem: format!("'{url}' is not an endpoint like https://127.0.0.1:7003"),
-                });
-            }
-            upstreams.push((service, url));
+            upstreams.push((service, endpoint(reader, &variable, service)?));
         }
         Ok(Self {
             listen_addr: reader

@@ -33,6 +33,8 @@ pub mod client;
 pub mod db;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "test-contracts")]
+pub mod testing;
 
 /// Every generated package, nested as its protobuf package name says
 /// (`safra.accounts.v1` is `proto::safra::accounts::v1`), because generated

@@ -5,6 +5,7 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use safra::{
+    auth::{AccountsJwks, TokenVerifier},
     config::{Environment, GatewayConfig, Reader, ServiceConfig},
     db::Database,
     mesh::Service,
@@ -57,9 +58,21 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("{service}: DATABASE_URL"))?;
             tracing::info!(%service, addr = %config.listen_addr, "serving");
-            server::serve(service, listener, &tls, shutdown::signalled(supervised))
-                .await
-                .with_context(|| format!("{service}"))?;
+            let keys = safra::client::mesh_channel(&tls, "accounts", &config.accounts_url)
+                .context("SAFRA_ACCOUNTS_URL")?;
+            let verifier = Arc::new(TokenVerifier::new(
+                config.jwt_issuer.clone(),
+                Arc::new(AccountsJwks::new(keys)),
+            ));
+            server::serve(
+                service,
+                listener,
+                &tls,
+                verifier,
+                shutdown::signalled(supervised),
+            )
+            .await
+            .with_context(|| format!("{service}"))?;
             drop(database);
         }
         ProcessName::Gateway => {

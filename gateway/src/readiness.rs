@@ -4,10 +4,13 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{Json, extract::State, http::StatusCode};
-use safra::{client::mesh_channel, mesh::Service, tls::MeshTls};
+use safra::{
+    client::{MeshChannel, mesh_channel},
+    mesh::Service,
+    tls::MeshTls,
+};
 use serde::Serialize;
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -20,7 +23,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A lazily connected mTLS channel per service, reused across probes.
 #[derive(Debug, Clone)]
 pub struct Readiness {
-    upstreams: Vec<(Service, Channel)>,
+    upstreams: Vec<(Service, MeshChannel)>,
 }
 
 /// What one service answered, as `/readyz` reports it.
@@ -85,7 +88,7 @@ impl Readiness {
     }
 }
 
-async fn probe_one(service: Service, channel: Channel) -> UpstreamState {
+async fn probe_one(service: Service, channel: MeshChannel) -> UpstreamState {
     let request = HealthCheckRequest {
         service: service.grpc_service().to_owned(),
     };

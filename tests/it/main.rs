@@ -7,6 +7,7 @@ mod contracts;
 mod databases;
 mod migrations;
 mod mtls;
+mod runtime;
 mod serving;
 mod tidy;
 mod tokens;

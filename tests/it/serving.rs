@@ -9,7 +9,6 @@ use safra::mesh::Service;
 use safra_test_support::TestPki;
 use tokio::sync::oneshot;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -26,8 +25,13 @@ pub(crate) async fn spawn_service(
         .expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (stop, stopped) = oneshot::channel::<()>();
+    // No token is presented in these tests; an empty key set suffices.
+    let verifier = std::sync::Arc::new(safra::auth::TokenVerifier::new(
+        safra::auth::DEFAULT_ISSUER,
+        std::sync::Arc::new(safra::auth::StaticKeys(std::sync::Arc::default())),
+    ));
     tokio::spawn(async move {
-        safra::server::serve(service, listener, &tls, async {
+        safra::server::serve(service, listener, &tls, verifier, async {
             stopped.await.ok();
         })
         .await
@@ -37,7 +41,7 @@ pub(crate) async fn spawn_service(
 }
 
 /// A channel from the gateway's identity to `service` at `addr`.
-fn channel(pki: &TestPki, service: Service, addr: SocketAddr) -> Channel {
+fn channel(pki: &TestPki, service: Service, addr: SocketAddr) -> safra::client::MeshChannel {
     safra::client::mesh_channel(&pki.tls("gateway"), service.name(), &addr.to_string())
         .expect("a mesh channel")
 }

@@ -1,0 +1,293 @@
+//! The one server builder every mesh process uses. [`MeshServer::serve`]
+//! reads top to bottom as a request's path: mutual TLS on the connection,
+//! HTTP/2 limits, the contract stage (authorization, then validation, from
+//! the descriptors), then health, reflection or the service's own handler.
+//! Shutdown turns health NOT_SERVING and drains in-flight calls.
+
+mod contract;
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use prost_reflect::DescriptorPool;
+use tokio::net::TcpListener;
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tonic::{
+    body::Body,
+    server::NamedService,
+    service::{Routes, RoutesBuilder},
+    transport::Server,
+};
+use tonic_health::ServingStatus;
+
+pub use self::contract::{ContractLayer, ContractService};
+use crate::{
+    auth::TokenVerifier,
+    descriptor,
+    mesh::Service,
+    tls::{self, MeshTls, TlsError},
+    validate::BadPattern,
+};
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address is taken or not ours to bind.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        reason: std::io::Error,
+    },
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The contracts could not be read.
+    #[error("the contracts cannot be read: {0}")]
+    Contracts(String),
+    /// A field rule's pattern does not compile.
+    #[error(transparent)]
+    Pattern(#[from] BadPattern),
+    /// The reflection service could not read the descriptor set.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed while serving.
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds `addr`, naming the address in the error (a port in use is the most
+/// common start-up failure and deserves one clear line).
+///
+/// # Errors
+/// [`ServeError::Bind`].
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|reason| ServeError::Bind { addr, reason })
+}
+
+/// The limits every server applies, chosen for a service behind the
+/// gateway; each is set explicitly rather than left to library defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest request message (bytes); compressed requests are refused,
+    /// so this bounds what a handler ever decodes.
+    pub max_message_size: usize,
+    /// How long one call may run before it fails DEADLINE_EXCEEDED, unless
+    /// the caller's `grpc-timeout` is shorter.
+    pub request_timeout: Duration,
+    /// Concurrent calls per connection before new ones wait.
+    pub concurrency_per_connection: usize,
+    /// HTTP/2 streams a client may open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Streams a client may open and reset before they are accepted (the
+    /// rapid-reset defence).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the server may reset for protocol errors before it closes the
+    /// connection.
+    pub max_local_error_reset_streams: usize,
+    /// Largest header list a client may send.
+    pub max_header_list_size: u32,
+    /// How long draining may take at shutdown before connections are cut.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            concurrency_per_connection: 256,
+            max_concurrent_streams: 256,
+            max_pending_accept_reset_streams: 32,
+            max_local_error_reset_streams: 256,
+            max_header_list_size: 16 * 1024,
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A mesh server under construction: add the service's handlers, then serve.
+pub struct MeshServer {
+    name: String,
+    tls: Arc<MeshTls>,
+    verifier: Arc<TokenVerifier>,
+    contracts: DescriptorPool,
+    encoded_contracts: &'static [u8],
+    routes: RoutesBuilder,
+    served: Vec<&'static str>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for MeshServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshServer")
+            .field("name", &self.name)
+            .field("served", &self.served)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeshServer {
+    /// A server for `service`, over `tls`, verifying tokens with `verifier`,
+    /// enforcing the production contracts.
+    ///
+    /// # Errors
+    /// [`ServeError::Contracts`] if the embedded descriptor set is unreadable.
+    pub fn new(
+        service: Service,
+        tls: Arc<MeshTls>,
+        verifier: Arc<TokenVerifier>,
+    ) -> Result<Self, ServeError> {
+        let contracts =
+            descriptor::pool().map_err(|error| ServeError::Contracts(error.to_string()))?;
+        Ok(Self {
+            name: service.name().to_owned(),
+            tls,
+            verifier,
+            contracts,
+            encoded_contracts: descriptor::FILE_DESCRIPTOR_SET,
+            routes: RoutesBuilder::default(),
+            served: Vec::new(),
+            limits: Limits::default(),
+        })
+    }
+
+    /// Enforces and reflects other contracts (test contracts, for one).
+    #[must_use]
+    pub fn with_contracts(mut self, pool: DescriptorPool, encoded: &'static [u8]) -> Self {
+        self.contracts = pool;
+        self.encoded_contracts = encoded;
+        self
+    }
+
+    /// Replaces the default limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Adds a generated service's server; its health is reported SERVING.
+    #[must_use]
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.routes.add_service(service);
+        self.served.push(S::NAME);
+        self
+    }
+
+    /// Serves on `listener` until `shutdown` completes; health then turns
+    /// NOT_SERVING and in-flight calls drain for at most the drain timeout.
+    ///
+    /// # Errors
+    /// [`ServeError`].
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        health_names: &[&str],
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        // tls: only connections with a certificate from our CA get this far.
+        let incoming = ReceiverStream::new(tls::accept(listener, self.tls.server_config()?))
+            .map(Ok::<_, std::io::Error>);
+        // contract: who may call and what they may send, from the descriptors.
+        let contract = ContractLayer::new(
+            &self.contracts,
+            self.verifier.clone(),
+            self.limits.max_message_size,
+        )?;
+        // health: per served contract, and the server as a whole ("").
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut names: Vec<&str> = self.served.clone();
+        names.extend_from_slice(health_names);
+        for name in &names {
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
+        }
+        // reflection: v1 and v1alpha (grpcurl builds here speak only v1alpha).
+        let mut reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(self.encoded_contracts);
+        let mut reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(self.encoded_contracts);
+        for name in &names {
+            reflection_v1 = reflection_v1.with_service_name(*name);
+            reflection_v1alpha = reflection_v1alpha.with_service_name(*name);
+        }
+        let mut routes = self.routes;
+        routes
+            .add_service(health_service)
+            .add_service(reflection_v1.build_v1()?)
+            .add_service(reflection_v1alpha.build_v1alpha()?);
+        let routes: Routes = routes.routes();
+
+        let draining = drain_after(
+            shutdown,
+            health,
+            names.iter().map(|n| (*n).to_owned()).collect(),
+        );
+        let limits = self.limits;
+        let server = Server::builder()
+            .timeout(limits.request_timeout)
+            .concurrency_limit_per_connection(limits.concurrency_per_connection)
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_pending_accept_reset_streams(Some(limits.max_pending_accept_reset_streams))
+            .http2_max_local_error_reset_streams(Some(limits.max_local_error_reset_streams))
+            .http2_max_header_list_size(Some(limits.max_header_list_size))
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(contract)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, draining);
+        server.await?;
+        Ok(())
+    }
+}
+
+/// Completes when `shutdown` does, after turning every name NOT_SERVING so
+/// that load balancers stop sending new calls while old ones drain.
+async fn drain_after(
+    shutdown: impl Future<Output = ()>,
+    health: tonic_health::server::HealthReporter,
+    names: Vec<String>,
+) {
+    shutdown.await;
+    for name in &names {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+}
+
+/// Serves `service`'s health and reflection on `listener`, over mutual TLS
+/// with `tls`, until `shutdown` completes — what a service process runs
+/// before its domain handlers exist.
+///
+/// # Errors
+/// [`ServeError`].
+pub async fn serve(
+    service: Service,
+    listener: TcpListener,
+    tls: &Arc<MeshTls>,
+    verifier: Arc<TokenVerifier>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    MeshServer::new(service, tls.clone(), verifier)?
+        .serve(listener, &[service.grpc_service()], shutdown)
+        .await
+}
