@@ -266,6 +266,10 @@ pub struct DatabaseConfig {
     /// `SAFRA_DB_ACQUIRE_TIMEOUT_MS`: how long a call waits for a connection
     /// before failing (default 2000).
     pub acquire_timeout_ms: u64,
+    /// `SAFRA_DB_STATEMENT_TIMEOUT_MS`: PostgreSQL's `statement_timeout` on
+    /// every pooled connection (default 5000), so a stuck query fails
+    /// instead of holding a connection.
+    pub statement_timeout_ms: u64,
 }
 
 impl DatabaseConfig {
@@ -295,6 +299,11 @@ impl DatabaseConfig {
             acquire_timeout_ms: reader.parse_or(
                 "SAFRA_DB_ACQUIRE_TIMEOUT_MS",
                 2000,
+                "a whole number of milliseconds",
+            )?,
+            statement_timeout_ms: reader.parse_or(
+                "SAFRA_DB_STATEMENT_TIMEOUT_MS",
+                5000,
                 "a whole number of milliseconds",
             )?,
         })

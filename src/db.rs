@@ -46,6 +46,67 @@ pub enum DbError {
     Migration(String),
 }
 
+impl DbError {
+    /// Whether PostgreSQL cancelled the statement for running past
+    /// `statement_timeout`.
+    #[must_use]
+    pub fn is_statement_timeout(&self) -> bool {
+        matches!(self, DbError::Query(diesel::result::Error::DatabaseError(_, info))
+            if info.message().contains("statement timeout"))
+    }
+}
+
+#[cfg(feature = "server")]
+impl From<DbError> for tonic::Status {
+    /// An overloaded or unreachable database is UNAVAILABLE (retry later), a
+    /// statement past its timeout DEADLINE_EXCEEDED; anything else is an
+    /// internal error whose cause is logged, not sent.
+    fn from(error: DbError) -> Self {
+        use crate::{status, r#type::v1::ErrorReason};
+        match &error {
+            DbError::PoolTimeout(_) | DbError::Connect(_) => status::with_reason(
+                tonic::Code::Unavailable,
+                ErrorReason::Unavailable,
+                "the database is not available right now",
+                Vec::new(),
+            ),
+            _ if error.is_statement_timeout() => status::with_reason(
+                tonic::Code::DeadlineExceeded,
+                ErrorReason::DeadlineExceeded,
+                "the database did not answer in time",
+                Vec::new(),
+            ),
+            _ => status::internal(&error),
+        }
+    }
+}
+
+/// Sets `statement_timeout` on each new pooled connection.
+#[derive(Debug)]
+struct StatementTimeout(u64);
+
+impl ::bb8::CustomizeConnection<AsyncPgConnection, diesel_async::pooled_connection::PoolError>
+    for StatementTimeout
+{
+    fn on_acquire<'a>(
+        &'a self,
+        connection: &'a mut AsyncPgConnection,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<(), diesel_async::pooled_connection::PoolError>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async move {
+            connection
+                .batch_execute(&format!("SET statement_timeout = {}", self.0))
+                .await
+                .map_err(diesel_async::pooled_connection::PoolError::QueryError)
+        })
+    }
+}
+
 /// A service's database: its pool and how long a call may wait for a
 /// connection. Cheap to clone (the pool is shared).
 #[derive(Debug, Clone)]
@@ -68,6 +129,7 @@ impl Database {
         let pool = Pool::builder()
             .max_size(config.pool_size)
             .connection_timeout(acquire_timeout)
+            .connection_customizer(Box::new(StatementTimeout(config.statement_timeout_ms)))
             .build(manager)
             .await
             .map_err(|error| DbError::Connect(error_chain(&error)))?;

@@ -121,6 +121,7 @@ impl TestDatabase {
             url: self.url(),
             pool_size: 4,
             acquire_timeout_ms: 5_000,
+            statement_timeout_ms: 5_000,
         }
     }
 }

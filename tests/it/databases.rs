@@ -66,3 +66,32 @@ async fn count_notifications(url: &str) -> i64 {
         .expect("count");
     rows.into_iter().next().map_or(0, |row| row.count)
 }
+
+#[tokio::test]
+async fn a_busy_pool_and_a_stuck_statement_fail_fast_with_the_right_status() {
+    use safra::db::Database;
+
+    let database = TestDatabase::empty().await.expect("a database");
+    let mut config = database.config();
+    config.pool_size = 1;
+    config.acquire_timeout_ms = 200;
+    config.statement_timeout_ms = 200;
+    let pool = Database::connect(&config).await.expect("pool");
+
+    let mut held = pool.connection().await.expect("the only connection");
+    let Err(busy) = pool.connection().await else {
+        panic!("no connection should be free");
+    };
+    assert_eq!(tonic::Status::from(busy).code(), tonic::Code::Unavailable);
+
+    let stuck = held
+        .batch_execute("SELECT pg_sleep(5)")
+        .await
+        .expect_err("cancelled");
+    let stuck = safra::db::DbError::from(stuck);
+    assert!(stuck.is_statement_timeout(), "{stuck}");
+    assert_eq!(
+        tonic::Status::from(stuck).code(),
+        tonic::Code::DeadlineExceeded
+    );
+}
