@@ -24,6 +24,8 @@ pub mod telemetry;
 pub mod tls;
 pub mod validate;
 
+#[cfg(feature = "server")]
+pub mod admin;
 #[cfg(feature = "dev-certs")]
 pub mod certs;
 #[cfg(feature = "client")]
@@ -31,6 +33,8 @@ pub mod client;
 
 #[cfg(feature = "db")]
 pub mod db;
+#[cfg(feature = "server")]
+pub mod metrics;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "test-contracts")]

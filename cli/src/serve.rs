@@ -5,11 +5,13 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use safra::{
+    admin::{Check, CheckFuture},
     auth::{AccountsJwks, TokenVerifier},
     config::{Environment, GatewayConfig, Reader, ServiceConfig},
     db::Database,
     mesh::Service,
-    server, telemetry,
+    server::{self, MeshServer},
+    telemetry,
     tls::{MeshTls, TlsPaths},
 };
 
@@ -52,28 +54,31 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
             let listener = server::bind(config.listen_addr)
                 .await
                 .with_context(|| format!("{service}"))?;
+            let admin = server::bind(config.admin_addr)
+                .await
+                .with_context(|| format!("{service}: SAFRA_ADMIN_ADDR"))?;
             // Refuse to serve on a database we cannot reach; the pool lives as
             // long as the process, for the handlers the service issues add.
             let database = Database::connect(&config.database)
                 .await
                 .with_context(|| format!("{service}: DATABASE_URL"))?;
-            tracing::info!(%service, addr = %config.listen_addr, "serving");
             let keys = safra::client::mesh_channel(&tls, "accounts", &config.accounts_url)
                 .context("SAFRA_ACCOUNTS_URL")?;
             let verifier = Arc::new(TokenVerifier::new(
                 config.jwt_issuer.clone(),
                 Arc::new(AccountsJwks::new(keys)),
             ));
-            server::serve(
-                service,
-                listener,
-                &tls,
-                verifier,
-                shutdown::signalled(supervised),
-            )
-            .await
-            .with_context(|| format!("{service}"))?;
-            drop(database);
+            tracing::info!(%service, addr = %config.listen_addr, admin = %config.admin_addr, "serving");
+            MeshServer::new(service, tls, verifier)?
+                .with_version(crate::VERSION)
+                .with_admin(admin, vec![database_check(database)])
+                .serve(
+                    listener,
+                    &[service.grpc_service()],
+                    shutdown::signalled(supervised),
+                )
+                .await
+                .with_context(|| format!("{service}"))?;
         }
         ProcessName::Gateway => {
             let config = GatewayConfig::read(reader)?;
@@ -100,4 +105,14 @@ fn load_tls(name: &str, paths: &TlsPaths, reader: Reader<'_>) -> anyhow::Result<
     let period = reader.parse_or("SAFRA_TLS_RELOAD_SECS", 10_u64, "a whole number of seconds")?;
     tls.spawn_reloader(Duration::from_secs(period.max(1)));
     Ok(tls)
+}
+
+/// `/readyz` reports the database ready when a pooled connection answers.
+fn database_check(database: Database) -> (String, Check) {
+    let check: Check = Arc::new(move || {
+        let database = database.clone();
+        Box::pin(async move { database.ping().await.map_err(|error| error.to_string()) })
+            as CheckFuture
+    });
+    ("database".to_owned(), check)
 }

@@ -21,9 +21,11 @@ use tonic_health::ServingStatus;
 
 pub use self::contract::{ContractLayer, ContractService};
 use crate::{
+    admin::{self, Check},
     auth::TokenVerifier,
-    descriptor,
+    contract as declarations, descriptor,
     mesh::Service,
+    metrics::{Metrics, MetricsLayer},
     tls::{self, MeshTls, TlsError},
     validate::BadPattern,
 };
@@ -54,6 +56,9 @@ pub enum ServeError {
     /// The transport failed while serving.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The admin HTTP server failed.
+    #[error("the admin server failed: {0}")]
+    Admin(std::io::Error),
 }
 
 /// Binds `addr`, naming the address in the error (a port in use is the most
@@ -118,6 +123,8 @@ pub struct MeshServer {
     routes: RoutesBuilder,
     served: Vec<&'static str>,
     limits: Limits,
+    version: String,
+    admin: Option<(TcpListener, Vec<(String, Check)>)>,
 }
 
 impl std::fmt::Debug for MeshServer {
@@ -152,7 +159,24 @@ impl MeshServer {
             routes: RoutesBuilder::default(),
             served: Vec::new(),
             limits: Limits::default(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            admin: None,
         })
+    }
+
+    /// The build version reported by `safra_build_info`.
+    #[must_use]
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` too;
+    /// `/readyz` runs `checks`.
+    #[must_use]
+    pub fn with_admin(mut self, listener: TcpListener, checks: Vec<(String, Check)>) -> Self {
+        self.admin = Some((listener, checks));
+        self
     }
 
     /// Enforces and reflects other contracts (test contracts, for one).
@@ -189,7 +213,8 @@ impl MeshServer {
     }
 
     /// Serves on `listener` until `shutdown` completes; health then turns
-    /// NOT_SERVING and in-flight calls drain for at most the drain timeout.
+    /// NOT_SERVING and in-flight calls drain for at most the drain timeout,
+    /// after which the remaining connections are cut.
     ///
     /// # Errors
     /// [`ServeError`].
@@ -199,9 +224,30 @@ impl MeshServer {
         health_names: &[&str],
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        let (stopping, stop_signal) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            stopping.send_replace(true);
+        });
+        let stopped = move || {
+            let mut signal = stop_signal.clone();
+            async move {
+                // An error means the sender is gone, which also means stop.
+                drop(signal.wait_for(|stop| *stop).await);
+            }
+        };
+
         // tls: only connections with a certificate from our CA get this far.
         let incoming = ReceiverStream::new(tls::accept(listener, self.tls.server_config()?))
             .map(Ok::<_, std::io::Error>);
+        // metrics: every call counted, refused ones included.
+        let metrics = Arc::new(Metrics::new(
+            &self.name,
+            &self.version,
+            declarations::safra_methods(&self.contracts).map(|method| {
+                format!("/{}/{}", method.parent_service().full_name(), method.name())
+            }),
+        ));
         // contract: who may call and what they may send, from the descriptors.
         let contract = ContractLayer::new(
             &self.contracts,
@@ -233,11 +279,19 @@ impl MeshServer {
             .add_service(reflection_v1alpha.build_v1alpha()?);
         let routes: Routes = routes.routes();
 
-        let draining = drain_after(
-            shutdown,
-            health,
-            names.iter().map(|n| (*n).to_owned()).collect(),
-        );
+        // admin: metrics and readiness over plain HTTP on its own port.
+        if let Some((admin_listener, checks)) = self.admin {
+            let metrics = metrics.clone();
+            let stopped = stopped();
+            tokio::spawn(async move {
+                if let Err(error) = admin::serve(admin_listener, metrics, checks, stopped).await {
+                    tracing::error!(%error, "the admin server stopped");
+                }
+            });
+        }
+
+        let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        let draining = drain_after(stopped(), health, names);
         let limits = self.limits;
         let server = Server::builder()
             .timeout(limits.request_timeout)
@@ -248,10 +302,22 @@ impl MeshServer {
             .http2_max_header_list_size(Some(limits.max_header_list_size))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(MetricsLayer::new(metrics))
             .layer(contract)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, draining);
-        server.await?;
+        // Draining is bounded: past the timeout, what is left is cut off.
+        let deadline = {
+            let stopped = stopped();
+            async move {
+                stopped.await;
+                tokio::time::sleep(limits.drain_timeout).await;
+            }
+        };
+        tokio::select! {
+            served = server => served?,
+            () = deadline => tracing::warn!("calls still running after the drain timeout were cut off"),
+        }
         Ok(())
     }
 }

@@ -180,6 +180,7 @@ impl EchoService for Echo {
 struct Mesh {
     pki: TestPki,
     echo: SocketAddr,
+    admin: SocketAddr,
     signer: TokenSigner,
     seen: Arc<Seen>,
     verifier: Arc<TokenVerifier>,
@@ -225,6 +226,12 @@ async fn spawn_mesh(limits: Limits) -> Mesh {
         .await
         .expect("bind");
     let echo = listener.local_addr().expect("addr");
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let admin = admin_listener.local_addr().expect("addr");
+    let always_ready: safra::admin::Check =
+        Arc::new(|| Box::pin(async { Ok(()) }) as safra::admin::CheckFuture);
     let server = MeshServer::new(Service::Wallet, echo_tls, verifier.clone())
         .expect("server")
         .with_contracts(
@@ -232,11 +239,14 @@ async fn spawn_mesh(limits: Limits) -> Mesh {
             safra::testing::FILE_DESCRIPTOR_SET,
         )
         .with_limits(limits)
+        .with_version("test-build")
+        .with_admin(admin_listener, vec![("database".into(), always_ready)])
         .add_service(EchoServiceServer::new(Echo { seen: seen.clone() }));
     tokio::spawn(server.serve(listener, &[], std::future::pending()));
     Mesh {
         pki,
         echo,
+        admin,
         signer,
         seen,
         verifier,
@@ -523,4 +533,57 @@ async fn server_streaming_passes_the_stage_and_streams() {
 fn the_test_contracts_pass_the_lint() {
     let problems = safra::contract::check(&safra::testing::pool().expect("pool"));
     assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// Status and body of a plain HTTP/1.1 GET.
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn calls_are_counted_by_method_and_code_on_the_admin_port() {
+    let mesh = spawn_mesh(Limits::default()).await;
+    let mut client = mesh.client("gateway");
+    client.echo(hello()).await.expect("ok");
+    client.echo(hello()).await.expect("ok");
+    client
+        .echo(EchoRequest::default())
+        .await
+        .expect_err("message is required");
+    client
+        .who_am_i(WhoAmIRequest {})
+        .await
+        .expect_err("no token");
+
+    let (status, text) = http_get(mesh.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        r#"safra_grpc_requests_total{method="/safra.echo.v1.EchoService/Echo",code="OK"} 2"#,
+        r#"safra_grpc_requests_total{method="/safra.echo.v1.EchoService/Echo",code="INVALID_ARGUMENT"} 1"#,
+        r#"safra_grpc_requests_total{method="/safra.echo.v1.EchoService/WhoAmI",code="UNAUTHENTICATED"} 1"#,
+        r#"safra_grpc_in_flight{method="/safra.echo.v1.EchoService/Echo"} 0"#,
+        r#"safra_grpc_request_duration_seconds_count{method="/safra.echo.v1.EchoService/Echo"} 3"#,
+        r#"safra_build_info{process="wallet",version="test-build"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    let (status, body) = http_get(mesh.admin, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""database":{"status":"ready"}"#), "{body}");
+    assert_eq!(http_get(mesh.admin, "/healthz").await.0, 200);
 }

@@ -19,15 +19,24 @@ const SAFRA: &str = env!("CARGO_BIN_EXE_safra");
 /// Generous: a debug build on a busy two-core machine.
 const READY_WITHIN: Duration = Duration::from_secs(120);
 
+/// A port below the ephemeral range (so no outgoing connection can take it
+/// between our check and the server's bind), from a block of its own per
+/// test process, checked free.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let block = u16::try_from(std::process::id() % 400).unwrap_or(0);
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (block * 25 + offset) % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A `safra up` command on free ports, with its state in `home`.
-fn up_command(home: &Path) -> (Command, SocketAddr, Vec<SocketAddr>) {
+fn up_command(home: &Path) -> (Command, SocketAddr, Vec<(SocketAddr, SocketAddr)>) {
     let mut command = Command::new(SAFRA);
     command
         .arg("up")
@@ -49,7 +58,7 @@ fn up_command(home: &Path) -> (Command, SocketAddr, Vec<SocketAddr>) {
                 format!("SAFRA_{}_ADMIN_ADDR", service.env_name()),
                 admin.to_string(),
             );
-        services.push(listen);
+        services.push((listen, admin));
     }
     (command, gateway, services)
 }
@@ -58,12 +67,17 @@ fn up_command(home: &Path) -> (Command, SocketAddr, Vec<SocketAddr>) {
 struct Up {
     child: Child,
     gateway: SocketAddr,
-    services: Vec<SocketAddr>,
+    /// Each service's gRPC and admin addresses.
+    services: Vec<(SocketAddr, SocketAddr)>,
 }
 
 impl Up {
     /// Starts `command` and waits for its ready line.
-    fn start(mut command: Command, gateway: SocketAddr, services: Vec<SocketAddr>) -> Up {
+    fn start(
+        mut command: Command,
+        gateway: SocketAddr,
+        services: Vec<(SocketAddr, SocketAddr)>,
+    ) -> Up {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -195,6 +209,13 @@ fn up_serves_the_mesh_and_stops_cleanly_on_sigterm() {
         );
     }
     assert_eq!(http_get(up.gateway, "/healthz").0, 200);
+    for (_, admin) in &up.services {
+        let (status, body) = http_get(*admin, "/readyz");
+        assert_eq!(status, 200, "{admin}: {body}");
+        assert!(body.contains(r#""database":{"status":"ready"}"#), "{body}");
+        let (_, metrics) = http_get(*admin, "/metrics");
+        assert!(metrics.contains("safra_build_info{"), "{metrics}");
+    }
     for service in Service::ALL {
         assert!(
             home.path()
@@ -211,7 +232,7 @@ fn up_serves_the_mesh_and_stops_cleanly_on_sigterm() {
         status.success(),
         "safra up exits 0 after SIGTERM, got {status}"
     );
-    for addr in std::iter::once(up.gateway).chain(up.services.iter().copied()) {
+    for addr in std::iter::once(up.gateway).chain(up.services.iter().flat_map(|(a, b)| [*a, *b])) {
         assert!(
             port_released(addr, Duration::from_secs(5)),
             "{addr} released"
@@ -232,7 +253,7 @@ fn a_killed_up_leaves_no_child_holding_a_port() {
 
     up.signal("-KILL");
     up.wait(Duration::from_secs(10));
-    for addr in std::iter::once(up.gateway).chain(up.services.iter().copied()) {
+    for addr in std::iter::once(up.gateway).chain(up.services.iter().flat_map(|(a, b)| [*a, *b])) {
         assert!(
             port_released(addr, Duration::from_secs(20)),
             "{addr} is still held after its parent was killed"
