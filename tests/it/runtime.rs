@@ -88,8 +88,8 @@ impl AccountsService for JwksOnly {
 
 /// What the echo handlers saw, for assertions.
 #[derive(Default)]
-struct Seen {
-    calls: AtomicUsize,
+pub(crate) struct Seen {
+    pub(crate) calls: AtomicUsize,
     slow_dropped: AtomicBool,
 }
 
@@ -177,16 +177,16 @@ impl EchoService for Echo {
 
 /// An accounts stand-in and an echo server, both over mTLS, and a signer
 /// whose key the stand-in publishes.
-struct Mesh {
-    pki: TestPki,
-    echo: SocketAddr,
+pub(crate) struct Mesh {
+    pub(crate) pki: TestPki,
+    pub(crate) echo: SocketAddr,
     admin: SocketAddr,
     signer: TokenSigner,
-    seen: Arc<Seen>,
-    verifier: Arc<TokenVerifier>,
+    pub(crate) seen: Arc<Seen>,
+    pub(crate) verifier: Arc<TokenVerifier>,
 }
 
-async fn spawn_mesh(limits: Limits) -> Mesh {
+pub(crate) async fn spawn_mesh(limits: Limits) -> Mesh {
     let pki = TestPki::new();
     let key = SigningKey::generate("test-key-1").expect("a key");
     let published = JsonWebKey {
@@ -222,27 +222,7 @@ async fn spawn_mesh(limits: Limits) -> Mesh {
         Arc::new(AccountsJwks::new(keys)),
     ));
     let seen = Arc::new(Seen::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let echo = listener.local_addr().expect("addr");
-    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let admin = admin_listener.local_addr().expect("addr");
-    let always_ready: safra::admin::Check =
-        Arc::new(|| Box::pin(async { Ok(()) }) as safra::admin::CheckFuture);
-    let server = MeshServer::new(Service::Wallet, echo_tls, verifier.clone())
-        .expect("server")
-        .with_contracts(
-            safra::testing::pool().expect("test contracts"),
-            safra::testing::FILE_DESCRIPTOR_SET,
-        )
-        .with_limits(limits)
-        .with_version("test-build")
-        .with_admin(admin_listener, vec![("database".into(), always_ready)])
-        .add_service(EchoServiceServer::new(Echo { seen: seen.clone() }));
-    tokio::spawn(server.serve(listener, &[], std::future::pending()));
+    let (echo, admin) = spawn_echo(&pki, limits, verifier.clone(), seen.clone()).await;
     Mesh {
         pki,
         echo,
@@ -253,16 +233,47 @@ async fn spawn_mesh(limits: Limits) -> Mesh {
     }
 }
 
+/// An echo server (identity `wallet`) with its admin port, over `pki`.
+pub(crate) async fn spawn_echo(
+    pki: &TestPki,
+    limits: Limits,
+    verifier: Arc<TokenVerifier>,
+    seen: Arc<Seen>,
+) -> (SocketAddr, SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let echo = listener.local_addr().expect("addr");
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let admin = admin_listener.local_addr().expect("addr");
+    let always_ready: safra::admin::Check =
+        Arc::new(|| Box::pin(async { Ok(()) }) as safra::admin::CheckFuture);
+    let server = MeshServer::new(Service::Wallet, pki.tls("wallet"), verifier)
+        .expect("server")
+        .with_contracts(
+            safra::testing::pool().expect("test contracts"),
+            safra::testing::FILE_DESCRIPTOR_SET,
+        )
+        .with_limits(limits)
+        .with_version("test-build")
+        .with_admin(admin_listener, vec![("database".into(), always_ready)])
+        .add_service(EchoServiceServer::new(Echo { seen }));
+    tokio::spawn(server.serve(listener, &[], std::future::pending()));
+    (echo, admin)
+}
+
 impl Mesh {
     /// A client calling as the mesh process `identity`.
-    fn client(&self, identity: &str) -> EchoServiceClient<safra::client::MeshChannel> {
+    pub(crate) fn client(&self, identity: &str) -> EchoServiceClient<safra::client::MeshChannel> {
         let channel =
             safra::client::mesh_channel(&self.pki.tls(identity), "wallet", &self.echo.to_string())
                 .expect("channel");
         EchoServiceClient::new(channel)
     }
 
-    fn token(&self, role: &str) -> String {
+    pub(crate) fn token(&self, role: &str) -> String {
         self.signer
             .sign(
                 "0b9f3c1e-5d4a-4c1b-8f2e-6a7b8c9d0e1f",
@@ -274,7 +285,7 @@ impl Mesh {
     }
 }
 
-fn with_token<T>(message: T, token: &str) -> Request<T> {
+pub(crate) fn with_token<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert(
         "authorization",
@@ -283,14 +294,14 @@ fn with_token<T>(message: T, token: &str) -> Request<T> {
     request
 }
 
-fn reason(status: &Status) -> String {
+pub(crate) fn reason(status: &Status) -> String {
     status::details(status)
         .error_info
         .map(|info| format!("{}/{}", info.domain, info.reason))
         .unwrap_or_default()
 }
 
-fn hello() -> EchoRequest {
+pub(crate) fn hello() -> EchoRequest {
     EchoRequest {
         message: "hello".into(),
         ..Default::default()
