@@ -241,6 +241,9 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// `RUST_LOG`: an `EnvFilter` directive, default `info`.
     pub filter: String,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: where spans go over OTLP/gRPC (unset:
+    /// no export).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl LogConfig {
@@ -252,6 +255,7 @@ impl LogConfig {
         Ok(Self {
             format: reader.parse_or("SAFRA_LOG_FORMAT", LogFormat::Json, "'json' or 'pretty'")?,
             filter: reader.string_or("RUST_LOG", "info")?,
+            otlp_endpoint: reader.optional("OTEL_EXPORTER_OTLP_ENDPOINT")?,
         })
     }
 }

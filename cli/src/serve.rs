@@ -49,7 +49,7 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
     match name {
         ProcessName::Service(service) => {
             let config = ServiceConfig::read(service, reader)?;
-            telemetry::init(&config.log)?;
+            let telemetry = telemetry::init(&config.log, service.name())?;
             let tls = load_tls(service.name(), &config.tls, reader)?;
             let listener = server::bind(config.listen_addr)
                 .await
@@ -79,16 +79,18 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                 )
                 .await
                 .with_context(|| format!("{service}"))?;
+            telemetry.flush();
         }
         ProcessName::Gateway => {
             let config = GatewayConfig::read(reader)?;
-            telemetry::init(&config.log)?;
+            let telemetry = telemetry::init(&config.log, "gateway")?;
             let tls = load_tls("gateway", &config.tls, reader)?;
             let listener = server::bind(config.listen_addr).await.context("gateway")?;
             tracing::info!(addr = %config.listen_addr, "gateway serving");
             safra_gateway::serve(&config, listener, &tls, shutdown::signalled(supervised))
                 .await
                 .context("gateway")?;
+            telemetry.flush();
         }
     }
     tracing::info!("stopped");

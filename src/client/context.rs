@@ -1,7 +1,10 @@
 //! What an outbound call inherits from the inbound call that caused it: the
 //! deadline (a downstream call never outlives its caller), the user's token
 //! (calls on a user's behalf carry it; background work calls as the service
-//! itself, known by its certificate) and the trace.
+//! itself, known by its certificate). The trace continues by itself: the
+//! channel injects the current span's `traceparent`; a context only carries
+//! one when work starts from something other than a call (an event's
+//! envelope).
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +25,7 @@ pub struct CallContext {
 
 impl CallContext {
     /// The context of a call being served: its `grpc-timeout` (as a deadline
-    /// counted from now), its verified user's token and its `traceparent`.
+    /// counted from now) and its verified user's token.
     #[must_use]
     pub fn from_inbound<T>(inbound: &Request<T>) -> Self {
         let deadline = inbound
@@ -34,11 +37,7 @@ impl CallContext {
         Self {
             deadline,
             token: AuthenticatedUser::of(inbound).map(|user| user.token.clone()),
-            traceparent: inbound
-                .metadata()
-                .get("traceparent")
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned),
+            traceparent: None,
         }
     }
 
@@ -52,7 +51,8 @@ impl CallContext {
         }
     }
 
-    /// Uses `traceparent` as the trace context of outbound calls.
+    /// Uses `traceparent` (an event's, say) as the parent of outbound calls
+    /// instead of the current span.
     #[must_use]
     pub fn with_traceparent(mut self, traceparent: impl Into<String>) -> Self {
         self.traceparent = Some(traceparent.into());

@@ -265,13 +265,23 @@ impl tower::Service<http::Request<Body>> for MeshChannel {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let Some(backend) = self.backends.pick() else {
             return Box::pin(async {
                 Ok(tonic::Status::unavailable("the service has no endpoint").into_http())
             });
         };
-        Box::pin(async move {
+        let path = request.uri().path().to_owned();
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = %path,
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.method = %path,
+            server.address = %backend.authority,
+        );
+        span.in_scope(|| crate::telemetry::inject(request.headers_mut()));
+        let call = async move {
             backend.in_flight.fetch_add(1, Ordering::Relaxed);
             let outcome = match backend.channel.clone().ready_oneshot().await {
                 Ok(channel) => channel.oneshot(request).await,
@@ -291,7 +301,8 @@ impl tower::Service<http::Request<Body>> for MeshChannel {
                 }
                 ok => ok,
             }
-        })
+        };
+        Box::pin(tracing::Instrument::instrument(call, span))
     }
 }
 

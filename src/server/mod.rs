@@ -1,10 +1,12 @@
 //! The one server builder every mesh process uses. [`MeshServer::serve`]
 //! reads top to bottom as a request's path: mutual TLS on the connection,
-//! HTTP/2 limits, the contract stage (authorization, then validation, from
-//! the descriptors), then health, reflection or the service's own handler.
+//! HTTP/2 limits, a trace span continuing the caller's trace, request
+//! metrics, the contract stage (authorization, then validation, from the
+//! descriptors), then health, reflection or the service's own handler.
 //! Shutdown turns health NOT_SERVING and drains in-flight calls.
 
 mod contract;
+mod trace;
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -19,7 +21,10 @@ use tonic::{
 };
 use tonic_health::ServingStatus;
 
-pub use self::contract::{ContractLayer, ContractService};
+pub use self::{
+    contract::{ContractLayer, ContractService},
+    trace::{TraceLayer, TraceService},
+};
 use crate::{
     admin::{self, Check},
     auth::TokenVerifier,
@@ -302,6 +307,8 @@ impl MeshServer {
             .http2_max_header_list_size(Some(limits.max_header_list_size))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            // trace: a server span per call, child of the caller's traceparent.
+            .layer(TraceLayer)
             .layer(MetricsLayer::new(metrics))
             .layer(contract)
             .add_routes(routes)

@@ -12,6 +12,7 @@ mod runtime;
 mod serving;
 mod tidy;
 mod tokens;
+mod tracing;
 mod validation;
 
 use std::path::{Path, PathBuf};

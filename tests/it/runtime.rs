@@ -95,6 +95,8 @@ pub(crate) struct Seen {
 
 struct Echo {
     seen: Arc<Seen>,
+    /// Where an Echo of "relay" is passed on, as a downstream call.
+    relay: Option<EchoServiceClient<safra::client::MeshChannel>>,
 }
 
 fn reply<T>(request: &Request<T>, message: String) -> Response<EchoResponse> {
@@ -126,7 +128,17 @@ type EchoStream = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send
 impl EchoService for Echo {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         self.seen.calls.fetch_add(1, Ordering::SeqCst);
+        tracing::info!(text = %request.get_ref().message, "echo handled");
         let message = request.get_ref().message.clone();
+        if let (Some(relay), "relay") = (&self.relay, message.as_str()) {
+            let context = safra::client::CallContext::from_inbound(&request);
+            let downstream = context.outbound(EchoRequest {
+                message: "relayed".into(),
+                ..Default::default()
+            })?;
+            let answer = relay.clone().echo(downstream).await?.into_inner();
+            return Ok(reply(&request, answer.message));
+        }
         Ok(reply(&request, message))
     }
     async fn who_am_i(
@@ -240,6 +252,24 @@ pub(crate) async fn spawn_echo(
     verifier: Arc<TokenVerifier>,
     seen: Arc<Seen>,
 ) -> (SocketAddr, SocketAddr) {
+    spawn_relaying_echo(pki, limits, verifier, seen, None).await
+}
+
+/// An echo server that passes an Echo of "relay" on to the echo server at
+/// `relay_to`, calling as `marketplace`.
+pub(crate) async fn spawn_relaying_echo(
+    pki: &TestPki,
+    limits: Limits,
+    verifier: Arc<TokenVerifier>,
+    seen: Arc<Seen>,
+    relay_to: Option<SocketAddr>,
+) -> (SocketAddr, SocketAddr) {
+    let relay = relay_to.map(|addr| {
+        EchoServiceClient::new(
+            safra::client::mesh_channel(&pki.tls("marketplace"), "wallet", &addr.to_string())
+                .expect("relay channel"),
+        )
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -259,7 +289,7 @@ pub(crate) async fn spawn_echo(
         .with_limits(limits)
         .with_version("test-build")
         .with_admin(admin_listener, vec![("database".into(), always_ready)])
-        .add_service(EchoServiceServer::new(Echo { seen }));
+        .add_service(EchoServiceServer::new(Echo { seen, relay }));
     tokio::spawn(server.serve(listener, &[], std::future::pending()));
     (echo, admin)
 }
