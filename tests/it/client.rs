@@ -91,21 +91,22 @@ async fn calls_on_a_users_behalf_forward_the_token_and_background_calls_do_not()
         token,
         expires_at: 0,
     });
-    inbound.metadata_mut().insert(
-        "traceparent",
-        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-            .parse()
-            .expect("ascii"),
-    );
     let context = CallContext::from_inbound(&inbound);
-    let outbound = context.outbound(WhoAmIRequest {}).expect("no deadline");
+    let event_trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let linked = context
+        .clone()
+        .with_traceparent(event_trace)
+        .outbound(())
+        .expect("no deadline");
     assert_eq!(
-        outbound
+        linked
             .metadata()
             .get("traceparent")
             .and_then(|v| v.to_str().ok()),
-        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        Some(event_trace),
+        "an explicit trace parent is carried"
     );
+    let outbound = context.outbound(WhoAmIRequest {}).expect("no deadline");
     let me = mesh
         .client("marketplace")
         .who_am_i(outbound)
