@@ -30,14 +30,7 @@ pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// How long a development leaf is valid.
 pub const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// Every process that needs a certificate: the five services and the gateway.
-pub const MESH_NAMES: [&str; 6] = [
-    "accounts",
-    "marketplace",
-    "wallet",
-    "distribution",
-    "notifications",
-    "gateway",
-];
+pub const MESH_NAMES: [&str; 6] = crate::mesh::PROCESS_NAMES;
 
 /// What can go wrong making certificates.
 #[derive(Debug, thiserror::Error)]

@@ -31,16 +31,9 @@ pub const FIELD_RULES: &str = "safra.options.v1.rules";
 pub const HTTP: &str = "google.api.http";
 
 /// The JWT `role` claim values a declaration may name.
-pub const ROLES: [&str; 3] = ["investor", "producer", "admin"];
+pub const ROLES: [&str; 3] = crate::auth::ROLES;
 /// The mesh identities an internal method may allow.
-pub const CALLERS: [&str; 6] = [
-    "accounts",
-    "marketplace",
-    "wallet",
-    "distribution",
-    "notifications",
-    "gateway",
-];
+pub const CALLERS: [&str; 6] = crate::mesh::PROCESS_NAMES;
 
 /// One HTTP binding of a method: verb, path template and body mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]

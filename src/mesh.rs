@@ -131,6 +131,17 @@ pub fn endpoint_authority(endpoint: &str) -> Option<String> {
     valid.then(|| rest.to_owned())
 }
 
+/// Every process of the mesh by the name in its certificate's SPIFFE id:
+/// the five services and the gateway.
+pub const PROCESS_NAMES: [&str; 6] = [
+    "accounts",
+    "marketplace",
+    "wallet",
+    "distribution",
+    "notifications",
+    "gateway",
+];
+
 /// The gateway's default address: gRPC, grpc-web, REST and the console.
 #[must_use]
 pub fn default_gateway_addr() -> SocketAddr {

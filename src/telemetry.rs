@@ -99,13 +99,21 @@ where
     let tracer = provider.tracer("safra");
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
-    let traces = tracing_opentelemetry::layer().with_tracer(tracer);
+    // Cheap spans: no per-poll context switching (trace ids are read from
+    // the span itself), no time tracking, threads or source locations.
+    let traces = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_context_activation(false)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_location(false);
     let registry = tracing_subscriber::registry().with(filter).with(traces);
     let installed = match config.format {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .event_format(JsonLines)
+                    .fmt_fields(NoSpanFields)
                     .with_writer(writer),
             )
             .try_init(),
@@ -120,6 +128,21 @@ where
     // A second initialisation in one process (tests) keeps the first.
     drop(installed);
     Ok(Telemetry { provider })
+}
+
+/// JSON lines carry the event's fields, not every span's: skip formatting
+/// span fields (the fmt layer would render them on every span's creation).
+#[derive(Debug, Clone, Copy)]
+struct NoSpanFields;
+
+impl<'writer> FormatFields<'writer> for NoSpanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: Writer<'writer>,
+        _fields: R,
+    ) -> fmt::Result {
+        Ok(())
+    }
 }
 
 /// One JSON object per line: time, level, target, the current span's name,

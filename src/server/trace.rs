@@ -56,7 +56,6 @@ where
             otel.name = %path,
             otel.kind = "server",
             rpc.system = "grpc",
-            rpc.method = %path,
         );
         // A malformed or absent traceparent starts a new trace.
         drop(span.set_parent(telemetry::extract(request.headers())));

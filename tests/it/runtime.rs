@@ -545,6 +545,13 @@ async fn a_cancelled_call_stops_its_handler_on_the_server() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(stopped, "the server dropped the cancelled call's handler");
+    let (_, metrics) = http_get(mesh.admin, "/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"safra_grpc_requests_total{method="/safra.echo.v1.EchoService/Slow",code="CANCELLED"} 1"#
+        ),
+        "the server counts the call CANCELLED:\n{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -627,4 +634,51 @@ async fn calls_are_counted_by_method_and_code_on_the_admin_port() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""database":{"status":"ready"}"#), "{body}");
     assert_eq!(http_get(mesh.admin, "/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_call_finish_then_stops_serving() {
+    let pki = TestPki::new();
+    let verifier = Arc::new(TokenVerifier::new(
+        DEFAULT_ISSUER,
+        Arc::new(safra::auth::StaticKeys(Arc::default())),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = MeshServer::new(Service::Wallet, pki.tls("wallet"), verifier)
+        .expect("server")
+        .with_contracts(
+            safra::testing::pool().expect("test contracts"),
+            safra::testing::FILE_DESCRIPTOR_SET,
+        )
+        .add_service(EchoServiceServer::new(Echo {
+            seen: Arc::new(Seen::default()),
+            relay: None,
+        }));
+    let serving = tokio::spawn(server.serve(listener, &[], async {
+        stopped.await.ok();
+    }));
+    let channel = safra::client::mesh_channel(&pki.tls("gateway"), "wallet", &addr.to_string())
+        .expect("channel");
+    let mut client = EchoServiceClient::new(channel.clone());
+    client.echo(hello()).await.expect("served before the stop");
+
+    let in_flight = tokio::spawn(async move { client.slow(SlowRequest { delay_ms: 300 }).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).expect("signal the stop");
+    let answer = in_flight
+        .await
+        .expect("joined")
+        .expect("the in-flight call finished");
+    assert_eq!(answer.into_inner().message, "slow");
+    tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .expect("the server stopped once drained")
+        .expect("joined")
+        .expect("a clean stop");
+    let after = EchoServiceClient::new(channel).echo(hello()).await;
+    assert!(after.is_err(), "nothing is served after the stop");
 }

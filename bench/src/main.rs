@@ -1,0 +1,408 @@
+//! Safra's benchmark driver: the servers under test and the load generator,
+//! in one binary so that `bench/run.sh` can pin each to its own core.
+//!
+//! - `serve-bare <dir> <addr>`: the echo contract on a bare tonic server
+//!   (h2c, no layers): the baseline.
+//! - `serve-full <dir> <addr>`: the same handler behind the whole mesh stack
+//!   (mTLS, JWT, authorization, validation, metrics, tracing spans with trace
+//!   ids; no OTLP collector, so nothing is exported).
+//! - `load <dir> <bare|full> <addr> <concurrency> <seconds> <server-pid>`:
+//!   unary calls from `concurrency` concurrent streams; prints RPS, p50,
+//!   p99 and requests per server CPU-second (from the server's /proc stat).
+//! - `jwt <seconds>`: token verification cost, cold and cached.
+//! - `handshakes <dir> <addr> <seconds> <server-pid>`: full mTLS handshakes
+//!   per second and per server CPU-second.
+//!
+//! `<dir>` holds the throw-away CA, certificates and the signing key both
+//! sides share; `serve-*` create it.
+
+#![allow(
+    clippy::print_stdout,
+    reason = "the results table is the program's output"
+)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use safra::{
+    auth::{AuthenticatedUser, DEFAULT_ISSUER, SigningKey, StaticKeys, TokenSigner, TokenVerifier},
+    certs::CertDir,
+    client::{MeshChannel, MeshConnector},
+    mesh::Service,
+    server::MeshServer,
+    testing::echo::v1::{
+        AdminEchoRequest, EchoRequest, EchoResponse, InternalEchoRequest, SlowRequest,
+        StreamEchoRequest, WhoAmIRequest,
+        echo_service_client::EchoServiceClient,
+        echo_service_server::{EchoService, EchoServiceServer},
+    },
+    tls::{MeshTls, TlsPaths},
+};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// The handler both servers run: it answers with what it was sent.
+struct Echo;
+
+type EchoStream = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send>>;
+
+fn answer(message: String, user: Option<&AuthenticatedUser>) -> Response<EchoResponse> {
+    Response::new(EchoResponse {
+        message,
+        user_id: user.map(|user| user.user_id.clone()).unwrap_or_default(),
+        ..EchoResponse::default()
+    })
+}
+
+#[tonic::async_trait]
+impl EchoService for Echo {
+    async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
+        let user = AuthenticatedUser::of(&request).cloned();
+        Ok(answer(request.into_inner().message, user.as_ref()))
+    }
+    async fn who_am_i(
+        &self,
+        request: Request<WhoAmIRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        let user = AuthenticatedUser::of(&request).cloned();
+        Ok(answer(String::new(), user.as_ref()))
+    }
+    async fn admin_echo(
+        &self,
+        request: Request<AdminEchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        let user = AuthenticatedUser::of(&request).cloned();
+        Ok(answer(request.into_inner().message, user.as_ref()))
+    }
+    async fn internal_echo(
+        &self,
+        request: Request<InternalEchoRequest>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        Ok(answer(request.into_inner().message, None))
+    }
+    type StreamEchoStream = EchoStream;
+    async fn stream_echo(
+        &self,
+        _request: Request<StreamEchoRequest>,
+    ) -> Result<Response<Self::StreamEchoStream>, Status> {
+        Err(Status::unimplemented("not benchmarked"))
+    }
+    async fn slow(&self, _request: Request<SlowRequest>) -> Result<Response<EchoResponse>, Status> {
+        Err(Status::unimplemented("not benchmarked"))
+    }
+}
+
+fn signing_key_path(dir: &Path) -> PathBuf {
+    dir.join("signing.pk8")
+}
+
+/// Makes the CA, certificates and signing key the servers and the load share.
+fn prepare(dir: &Path) -> anyhow::Result<SigningKey> {
+    safra::tls::install_crypto_provider();
+    let certs = CertDir::new(dir);
+    if !certs.ca_cert().exists() {
+        certs.init()?;
+    }
+    let key = SigningKey::generate("bench-key")?;
+    std::fs::write(signing_key_path(dir), key.pkcs8())?;
+    Ok(key)
+}
+
+fn load_key(dir: &Path) -> anyhow::Result<SigningKey> {
+    let pkcs8 = std::fs::read(signing_key_path(dir)).context("run serve-full first")?;
+    Ok(SigningKey::from_pkcs8("bench-key", &pkcs8)?)
+}
+
+async fn serve_bare(dir: &Path, addr: SocketAddr) -> anyhow::Result<()> {
+    prepare(dir)?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tonic::transport::Server::builder()
+        .add_service(EchoServiceServer::new(Echo))
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+        .await?;
+    Ok(())
+}
+
+async fn serve_full(dir: &Path, addr: SocketAddr) -> anyhow::Result<()> {
+    let key = prepare(dir)?;
+    // Spans and trace ids as in production; no collector, so no export.
+    let _telemetry = safra::telemetry::init(
+        &safra::config::LogConfig {
+            format: safra::config::LogFormat::Json,
+            filter: "info".into(),
+            otlp_endpoint: None,
+        },
+        "bench-full",
+    )?;
+    let verifier = Arc::new(TokenVerifier::new(
+        DEFAULT_ISSUER,
+        Arc::new(StaticKeys(Arc::new(std::sync::RwLock::new(vec![
+            key.public_key().clone(),
+        ])))),
+    ));
+    let tls = MeshTls::load(TlsPaths::in_dir(dir, "wallet"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    MeshServer::new(Service::Wallet, tls, verifier)?
+        .with_contracts(safra::testing::pool()?, safra::testing::FILE_DESCRIPTOR_SET)
+        .add_service(EchoServiceServer::new(Echo))
+        .serve(listener, &[], std::future::pending())
+        .await?;
+    Ok(())
+}
+
+/// User plus system CPU seconds a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
+    let ticks: f64 = fields
+        .get(11..13)
+        .context("short /proc stat")?
+        .iter()
+        .map(|field| field.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    Ok(ticks / 100.0)
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (fraction * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+enum Client {
+    Bare(EchoServiceClient<tonic::transport::Channel>),
+    Full(EchoServiceClient<MeshChannel>, String),
+}
+
+impl Client {
+    async fn call(&mut self) -> Result<(), Status> {
+        match self {
+            Client::Bare(client) => client
+                .echo(EchoRequest {
+                    message: "ping".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Client::Full(client, token) => {
+                let mut request = Request::new(AdminEchoRequest {
+                    message: "ping".into(),
+                });
+                let value = format!("Bearer {token}")
+                    .parse()
+                    .map_err(|_| Status::internal("token is not ASCII"))?;
+                request.metadata_mut().insert("authorization", value);
+                client.admin_echo(request).await.map(drop)
+            }
+        }
+    }
+}
+
+async fn load(
+    dir: &Path,
+    mode: &str,
+    addr: SocketAddr,
+    concurrency: usize,
+    seconds: u64,
+    server_pid: u32,
+) -> anyhow::Result<()> {
+    safra::tls::install_crypto_provider();
+    // Several connections, as the gateway keeps, so one HTTP/2 connection's
+    // lock does not cap the run.
+    let connections = 4.min(concurrency.max(1));
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        clients.push(match mode {
+            "bare" => Client::Bare(EchoServiceClient::new(
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                    .connect()
+                    .await?,
+            )),
+            "full" => {
+                let key = load_key(dir)?;
+                let token = TokenSigner::new(key, DEFAULT_ISSUER)
+                    .sign("bench-user", "admin", Duration::from_secs(3600))?
+                    .0;
+                let tls = MeshTls::load(TlsPaths::in_dir(dir, "gateway"))?;
+                let channel = safra::client::mesh_channel(&tls, "wallet", &addr.to_string())?;
+                Client::Full(EchoServiceClient::new(channel), token)
+            }
+            other => bail!("unknown mode {other}"),
+        });
+    }
+    // Warm up: connections, TLS, token cache.
+    for client in &mut clients {
+        client.call().await?;
+    }
+
+    let cpu_before = cpu_seconds(server_pid)?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let mut client = match &clients[worker % connections] {
+            Client::Bare(client) => Client::Bare(client.clone()),
+            Client::Full(client, token) => Client::Full(client.clone(), token.clone()),
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(200_000);
+            let mut errors = 0_u64;
+            while Instant::now() < deadline {
+                let begun = Instant::now();
+                match client.call().await {
+                    Ok(()) => latencies.push(begun.elapsed()),
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (mut own, own_errors) = task.await?;
+        latencies.append(&mut own);
+        errors += own_errors;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(server_pid)? - cpu_before;
+    latencies.sort_unstable();
+    let ok = latencies.len() as f64;
+    println!(
+        "| {mode} | {concurrency} | {:.0} | {:.3} | {:.3} | {:.2} | {:.0} | {errors} |",
+        ok / elapsed,
+        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+        cpu,
+        if cpu > 0.0 { ok / cpu } else { 0.0 },
+    );
+    Ok(())
+}
+
+async fn jwt(seconds: u64) -> anyhow::Result<()> {
+    let key = SigningKey::generate("bench-key")?;
+    let public = key.public_key().clone();
+    let signer = TokenSigner::new(key, DEFAULT_ISSUER);
+    let keys = Arc::new(StaticKeys(Arc::new(std::sync::RwLock::new(vec![public]))));
+    // Cold: every token is new, so each call checks a signature.
+    let tokens: Vec<String> = (0..20_000)
+        .map(|_| {
+            signer
+                .sign("u", "investor", Duration::from_secs(600))
+                .map(|(token, _)| token)
+        })
+        .collect::<Result<_, _>>()?;
+    let verifier = TokenVerifier::new(DEFAULT_ISSUER, keys.clone());
+    verifier.verify(&tokens[0]).await?;
+    let started = Instant::now();
+    let mut cold = 0_u32;
+    for token in tokens.iter().skip(1) {
+        verifier.verify(token).await?;
+        cold += 1;
+        if started.elapsed() > Duration::from_secs(seconds) {
+            break;
+        }
+    }
+    let cold_each = started.elapsed() / cold;
+    // Cached: the same token again and again.
+    let started = Instant::now();
+    let mut cached = 0_u32;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        verifier.verify(&tokens[0]).await?;
+        cached += 1;
+    }
+    let cached_each = started.elapsed() / cached;
+    println!(
+        "| JWT verification, cold (signature checked) | {:.1} µs | {} calls |",
+        cold_each.as_secs_f64() * 1e6,
+        cold
+    );
+    println!(
+        "| JWT verification, cached (SHA-256 lookup) | {:.2} µs | {} calls |",
+        cached_each.as_secs_f64() * 1e6,
+        cached
+    );
+    Ok(())
+}
+
+async fn handshakes(
+    dir: &Path,
+    addr: SocketAddr,
+    seconds: u64,
+    server_pid: u32,
+) -> anyhow::Result<()> {
+    use tower::Service as _;
+
+    safra::tls::install_crypto_provider();
+    let tls = MeshTls::load(TlsPaths::in_dir(dir, "gateway"))?;
+    let mut connector = MeshConnector::new(&tls, "wallet")?;
+    let uri: tonic::codegen::http::Uri = format!("http://{addr}").parse()?;
+    let cpu_before = cpu_seconds(server_pid)?;
+    let started = Instant::now();
+    let mut count = 0_u32;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        drop(connector.call(uri.clone()).await?);
+        count += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(server_pid)? - cpu_before;
+    println!(
+        "| mTLS handshakes (one client, sequential) | {:.0} /s | {:.0} per server CPU-second |",
+        f64::from(count) / elapsed,
+        if cpu > 0.0 {
+            f64::from(count) / cpu
+        } else {
+            0.0
+        }
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |index: usize| -> anyhow::Result<&str> {
+        args.get(index).map(String::as_str).with_context(|| {
+            format!("missing argument {index}; see the header of bench/src/main.rs")
+        })
+    };
+    match arg(0)? {
+        "serve-bare" => serve_bare(Path::new(arg(1)?), arg(2)?.parse()?).await,
+        "serve-full" => serve_full(Path::new(arg(1)?), arg(2)?.parse()?).await,
+        "load" => {
+            load(
+                Path::new(arg(1)?),
+                arg(2)?,
+                arg(3)?.parse()?,
+                arg(4)?.parse()?,
+                arg(5)?.parse()?,
+                arg(6)?.parse()?,
+            )
+            .await
+        }
+        "jwt" => jwt(arg(1)?.parse()?).await,
+        "handshakes" => {
+            handshakes(
+                Path::new(arg(1)?),
+                arg(2)?.parse()?,
+                arg(3)?.parse()?,
+                arg(4)?.parse()?,
+            )
+            .await
+        }
+        other => bail!("unknown command {other}; see the header of bench/src/main.rs"),
+    }
+}
