@@ -31,6 +31,9 @@ for mode in bare full; do
   start_server "$mode" "$addr"
   for concurrency in 1 64; do
     taskset -c 0 "$bin" load "$dir" "$mode" "$addr" "$concurrency" "$seconds" "$server_pid"
+    if [ "$mode" = bare ]; then
+      taskset -c 0 "$bin" load "$dir" bare-token "$addr" "$concurrency" "$seconds" "$server_pid"
+    fi
   done
   if [ "$mode" = full ]; then
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")

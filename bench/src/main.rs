@@ -6,9 +6,10 @@
 //! - `serve-full <dir> <addr>`: the same handler behind the whole mesh stack
 //!   (mTLS, JWT, authorization, validation, metrics, tracing spans with trace
 //!   ids; no OTLP collector, so nothing is exported).
-//! - `load <dir> <bare|full> <addr> <concurrency> <seconds> <server-pid>`:
+//! - `load <dir> <bare|bare-token|full> <addr> <concurrency> <seconds> <server-pid>`:
 //!   unary calls from `concurrency` concurrent streams; prints RPS, p50,
 //!   p99 and requests per server CPU-second (from the server's /proc stat).
+//!   `bare-token` sends the bare server the same bearer header as `full`.
 //! - `jwt <seconds>`: token verification cost, cold and cached.
 //! - `handshakes <dir> <addr> <seconds> <server-pid>`: full mTLS handshakes
 //!   per second and per server CPU-second.
@@ -183,28 +184,45 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 }
 
 enum Client {
-    Bare(EchoServiceClient<tonic::transport::Channel>),
+    /// The bare server; with a token, the same bearer header the full stack
+    /// gets (ignored), to separate the protocol's cost from the stack's.
+    Bare(EchoServiceClient<tonic::transport::Channel>, Option<String>),
     Full(EchoServiceClient<MeshChannel>, String),
+}
+
+fn with_bearer<T>(message: T, token: &str) -> Result<Request<T>, Status> {
+    let mut request = Request::new(message);
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| Status::internal("token is not ASCII"))?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
+fn bench_token(dir: &Path) -> anyhow::Result<String> {
+    Ok(TokenSigner::new(load_key(dir)?, DEFAULT_ISSUER)
+        .sign("bench-user", "admin", Duration::from_secs(3600))?
+        .0)
 }
 
 impl Client {
     async fn call(&mut self) -> Result<(), Status> {
+        let echo = || EchoRequest {
+            message: "ping".into(),
+            ..Default::default()
+        };
         match self {
-            Client::Bare(client) => client
-                .echo(EchoRequest {
-                    message: "ping".into(),
-                    ..Default::default()
-                })
-                .await
-                .map(drop),
+            Client::Bare(client, None) => client.echo(echo()).await.map(drop),
+            Client::Bare(client, Some(token)) => {
+                client.echo(with_bearer(echo(), token)?).await.map(drop)
+            }
             Client::Full(client, token) => {
-                let mut request = Request::new(AdminEchoRequest {
-                    message: "ping".into(),
-                });
-                let value = format!("Bearer {token}")
-                    .parse()
-                    .map_err(|_| Status::internal("token is not ASCII"))?;
-                request.metadata_mut().insert("authorization", value);
+                let request = with_bearer(
+                    AdminEchoRequest {
+                        message: "ping".into(),
+                    },
+                    token,
+                )?;
                 client.admin_echo(request).await.map(drop)
             }
         }
@@ -226,16 +244,18 @@ async fn load(
     let mut clients = Vec::new();
     for _ in 0..connections {
         clients.push(match mode {
-            "bare" => Client::Bare(EchoServiceClient::new(
-                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-                    .connect()
-                    .await?,
-            )),
+            "bare" | "bare-token" => Client::Bare(
+                EchoServiceClient::new(
+                    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                        .connect()
+                        .await?,
+                ),
+                (mode == "bare-token")
+                    .then(|| bench_token(dir))
+                    .transpose()?,
+            ),
             "full" => {
-                let key = load_key(dir)?;
-                let token = TokenSigner::new(key, DEFAULT_ISSUER)
-                    .sign("bench-user", "admin", Duration::from_secs(3600))?
-                    .0;
+                let token = bench_token(dir)?;
                 let tls = MeshTls::load(TlsPaths::in_dir(dir, "gateway"))?;
                 let channel = safra::client::mesh_channel(&tls, "wallet", &addr.to_string())?;
                 Client::Full(EchoServiceClient::new(channel), token)
@@ -254,7 +274,7 @@ async fn load(
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
         let mut client = match &clients[worker % connections] {
-            Client::Bare(client) => Client::Bare(client.clone()),
+            Client::Bare(client, token) => Client::Bare(client.clone(), token.clone()),
             Client::Full(client, token) => Client::Full(client.clone(), token.clone()),
         };
         tasks.push(tokio::spawn(async move {
