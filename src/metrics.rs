@@ -4,7 +4,7 @@
 //! the contract stage refuses, until its last byte (streams included).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     convert::Infallible,
     future::Future,
     pin::Pin,
@@ -45,14 +45,23 @@ fn latency_histogram() -> Histogram {
     ))
 }
 
+/// The metric handles of one method, resolved once so that a call records
+/// without building labels (and a successful one without allocating).
+#[derive(Debug)]
+struct MethodMetrics {
+    method: String,
+    ok: Counter,
+    latency: Histogram,
+    in_flight: Gauge,
+}
+
 /// The metrics of one process.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
-    latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
-    in_flight: Family<MethodLabels, Gauge>,
-    known_methods: HashSet<String>,
+    methods: HashMap<String, Arc<MethodMetrics>>,
+    other: Arc<MethodMetrics>,
 }
 
 impl Metrics {
@@ -97,12 +106,32 @@ impl Metrics {
         let mut known_methods: HashSet<String> = known_methods.into_iter().collect();
         known_methods.insert("/grpc.health.v1.Health/Check".into());
         known_methods.insert("/grpc.health.v1.Health/Watch".into());
+        let handles = |method: String| {
+            let labels = MethodLabels {
+                method: method.clone(),
+            };
+            Arc::new(MethodMetrics {
+                ok: calls
+                    .get_or_create(&CallLabels {
+                        method: method.clone(),
+                        code: "OK".into(),
+                    })
+                    .clone(),
+                latency: latency.get_or_create(&labels).clone(),
+                in_flight: in_flight.get_or_create(&labels).clone(),
+                method,
+            })
+        };
+        let other = handles("other".to_owned());
+        let methods = known_methods
+            .into_iter()
+            .map(|method| (method.clone(), handles(method)))
+            .collect();
         Self {
             registry,
             calls,
-            latency,
-            in_flight,
-            known_methods,
+            methods,
+            other,
         }
     }
 
@@ -115,12 +144,11 @@ impl Metrics {
         text
     }
 
-    fn method_label(&self, path: &str) -> String {
-        if self.known_methods.contains(path) {
-            path.to_owned()
-        } else {
-            "other".to_owned()
-        }
+    fn method(&self, path: &str) -> Arc<MethodMetrics> {
+        self.methods
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| self.other.clone())
     }
 }
 
@@ -176,17 +204,12 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let mut call = CallRecord {
             metrics: self.metrics.clone(),
-            method: self.metrics.method_label(request.uri().path()),
+            method: self.metrics.method(request.uri().path()),
             started: Instant::now(),
             code: None,
             done: false,
         };
-        call.metrics
-            .in_flight
-            .get_or_create(&MethodLabels {
-                method: call.method.clone(),
-            })
-            .inc();
+        call.method.in_flight.inc();
         let response = self.inner.call(request);
         Box::pin(async move {
             let Ok(response) = response.await;
@@ -231,7 +254,7 @@ fn code_name(code: Option<i32>) -> &'static str {
 /// dropped (a client that goes away counts as CANCELLED).
 struct CallRecord {
     metrics: Arc<Metrics>,
-    method: String,
+    method: Arc<MethodMetrics>,
     started: Instant,
     code: Option<i32>,
     done: bool,
@@ -243,26 +266,26 @@ impl CallRecord {
             return;
         }
         self.done = true;
-        let labels = MethodLabels {
-            method: self.method.clone(),
-        };
-        self.metrics.in_flight.get_or_create(&labels).dec();
-        self.metrics
+        self.method.in_flight.dec();
+        self.method
             .latency
-            .get_or_create(&labels)
             .observe(self.started.elapsed().as_secs_f64());
         let code = if cancelled && self.code.is_none() {
             "CANCELLED"
         } else {
             code_name(self.code)
         };
-        self.metrics
-            .calls
-            .get_or_create(&CallLabels {
-                method: self.method.clone(),
-                code: code.to_owned(),
-            })
-            .inc();
+        if code == "OK" {
+            self.method.ok.inc();
+        } else {
+            self.metrics
+                .calls
+                .get_or_create(&CallLabels {
+                    method: self.method.method.clone(),
+                    code: code.to_owned(),
+                })
+                .inc();
+        }
     }
 }
 

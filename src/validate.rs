@@ -24,9 +24,11 @@ use crate::{
     status::Violation,
 };
 
-/// A validator with every pattern of the contracts compiled once.
+/// A validator with every rule of the contracts decoded and every pattern
+/// compiled once, at start-up; a request only looks them up.
 #[derive(Debug, Clone, Default)]
 pub struct Validator {
+    rules: HashMap<String, FieldRules>,
     patterns: HashMap<String, Regex>,
 }
 
@@ -49,15 +51,20 @@ impl Validator {
     /// # Errors
     /// [`BadPattern`] for the first pattern that does not compile.
     pub fn new(pool: &DescriptorPool) -> Result<Self, BadPattern> {
+        let mut rules_by_field = HashMap::new();
         let mut patterns = HashMap::new();
         for message in pool.all_messages() {
             for field in message.fields() {
                 if let Some(rules) = contract::field_rules(&field) {
                     collect_patterns(field.full_name(), &rules, &mut patterns)?;
+                    rules_by_field.insert(field.full_name().to_owned(), rules);
                 }
             }
         }
-        Ok(Self { patterns })
+        Ok(Self {
+            rules: rules_by_field,
+            patterns,
+        })
     }
 
     /// Every rule `message` breaks, with proto field paths.
@@ -78,13 +85,20 @@ impl Validator {
         let descriptor = message.descriptor();
         let before = violations.len();
         for field in descriptor.fields() {
-            let path = join(prefix, field.name());
-            let mut rules = contract::field_rules(&field);
+            let path = FieldPath {
+                prefix,
+                name: field.name(),
+                index: None,
+            };
+            let own = self.rules.get(field.full_name());
+            let merged;
+            let mut rules = own;
             if let Some(nested) = overrides.iter().find(|nested| nested.field == field.name()) {
                 // Rules given by the enclosing field add to (and may tighten) the field's own.
-                rules = Some(merge(rules, nested.rules.clone().unwrap_or_default()));
+                merged = merge(own.cloned(), nested.rules.clone().unwrap_or_default());
+                rules = Some(&merged);
             }
-            self.check_field(message, &field, rules.as_ref(), &path, violations);
+            self.check_field(message, &field, rules, &path, violations);
         }
         // A date whose parts already broke a rule is reported once, by that rule.
         if descriptor.full_name() == "google.type.Date" && violations.len() == before {
@@ -97,7 +111,7 @@ impl Validator {
         message: &DynamicMessage,
         field: &FieldDescriptor,
         rules: Option<&FieldRules>,
-        path: &str,
+        path: &FieldPath<'_>,
         violations: &mut Vec<Violation>,
     ) {
         let present = message.has_field(field);
@@ -109,7 +123,10 @@ impl Validator {
             let items = value.as_list().unwrap_or(&[]);
             check_items(items.len(), rules, path, violations);
             for (index, item) in items.iter().enumerate() {
-                let item_path = format!("{path}[{index}]");
+                let item_path = FieldPath {
+                    index: Some(index),
+                    ..*path
+                };
                 self.check_value(field, item, rules, &item_path, true, violations);
             }
             return;
@@ -134,7 +151,7 @@ impl Validator {
         field: &FieldDescriptor,
         value: &Value,
         rules: &FieldRules,
-        path: &str,
+        path: &FieldPath<'_>,
         present: bool,
         violations: &mut Vec<Violation>,
     ) {
@@ -146,7 +163,7 @@ impl Validator {
                 }
             }
             Value::Message(nested) => {
-                self.check_message(nested, path, &rules.fields, violations);
+                self.check_message(nested, &path.render(), &rules.fields, violations);
             }
             Value::EnumNumber(number) => {
                 if let Kind::Enum(descriptor) = field.kind() {
@@ -180,7 +197,7 @@ impl Validator {
         &self,
         text: &str,
         rules: &FieldRules,
-        path: &str,
+        path: &FieldPath<'_>,
         violations: &mut Vec<Violation>,
     ) {
         if text.is_empty() {
@@ -289,7 +306,12 @@ fn merge(own: Option<FieldRules>, outer: FieldRules) -> FieldRules {
     merged
 }
 
-fn check_items(count: usize, rules: &FieldRules, path: &str, violations: &mut Vec<Violation>) {
+fn check_items(
+    count: usize,
+    rules: &FieldRules,
+    path: &FieldPath<'_>,
+    violations: &mut Vec<Violation>,
+) {
     if rules.required && count == 0 {
         violations.push(required(path));
     }
@@ -323,7 +345,12 @@ fn integer(value: &Value) -> Option<i128> {
     }
 }
 
-fn check_integer(number: i128, rules: &FieldRules, path: &str, violations: &mut Vec<Violation>) {
+fn check_integer(
+    number: i128,
+    rules: &FieldRules,
+    path: &FieldPath<'_>,
+    violations: &mut Vec<Violation>,
+) {
     if rules.required && number == 0 {
         violations.push(required(path));
         return;
@@ -363,11 +390,11 @@ fn check_date(date: &DynamicMessage, path: &str, violations: &mut Vec<Violation>
         _ => 0,
     };
     if !(1..=9999).contains(&year) || !(1..=days_in_month).contains(&day) {
-        violations.push(violation(
-            if path.is_empty() { "date" } else { path },
-            format!("{year:04}-{month:02}-{day:02} is not a calendar date"),
-            "INVALID_DATE",
-        ));
+        violations.push(Violation {
+            field: if path.is_empty() { "date" } else { path }.to_owned(),
+            description: format!("{year:04}-{month:02}-{day:02} is not a calendar date"),
+            reason: "INVALID_DATE",
+        });
     }
 }
 
@@ -396,21 +423,36 @@ fn is_uuid(text: &str) -> bool {
         })
 }
 
-fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{prefix}.{name}")
+/// Where a field is, rendered into `a.b[2].c` only when a violation names it
+/// or a nested message needs it as a prefix (valid requests allocate none).
+#[derive(Debug, Clone, Copy)]
+struct FieldPath<'a> {
+    prefix: &'a str,
+    name: &'a str,
+    index: Option<usize>,
+}
+
+impl FieldPath<'_> {
+    fn render(&self) -> String {
+        let mut path = if self.prefix.is_empty() {
+            self.name.to_owned()
+        } else {
+            format!("{}.{}", self.prefix, self.name)
+        };
+        if let Some(index) = self.index {
+            path.push_str(&format!("[{index}]"));
+        }
+        path
     }
 }
 
-fn required(path: &str) -> Violation {
+fn required(path: &FieldPath<'_>) -> Violation {
     violation(path, "is required".to_owned(), "REQUIRED")
 }
 
-fn violation(path: &str, description: String, reason: &'static str) -> Violation {
+fn violation(path: &FieldPath<'_>, description: String, reason: &'static str) -> Violation {
     Violation {
-        field: path.to_owned(),
+        field: path.render(),
         description,
         reason,
     }

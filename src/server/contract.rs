@@ -43,7 +43,7 @@ struct MethodPolicy {
 /// Shared by every connection's copy of the service.
 #[derive(Debug)]
 struct ContractState {
-    methods: HashMap<String, MethodPolicy>,
+    methods: HashMap<String, Arc<MethodPolicy>>,
     validator: Validator,
     verifier: Arc<TokenVerifier>,
     max_message_size: usize,
@@ -69,13 +69,13 @@ impl ContractLayer {
         let methods = contract::safra_methods(pool)
             .map(|method| {
                 let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
-                let policy = MethodPolicy {
+                let policy = Arc::new(MethodPolicy {
                     // A method without a declaration is refused to everyone:
                     // the contract lint keeps that from shipping.
                     authorization: contract::authorization(&method).unwrap_or_default(),
                     input: method.input(),
                     client_streaming: method.is_client_streaming(),
-                };
+                });
                 (path, policy)
             })
             .collect();
