@@ -26,7 +26,7 @@ start_server() { # mode addr
 
 echo "| stack | concurrency | RPS | p50 ms | p99 ms | server CPU s | requests per server CPU-second | errors |"
 echo "|---|---|---|---|---|---|---|---|"
-for mode in bare full; do
+for mode in bare bare-tls full; do
   addr=127.0.0.1:$((17000 + RANDOM % 1000))
   start_server "$mode" "$addr"
   for concurrency in 1 64; do

@@ -3,10 +3,12 @@
 //!
 //! - `serve-bare <dir> <addr>`: the echo contract on a bare tonic server
 //!   (h2c, no layers): the baseline.
+//! - `serve-bare-tls <dir> <addr>`: the bare server over the mesh's mutual
+//!   TLS only (no other stage), to separate encryption's cost.
 //! - `serve-full <dir> <addr>`: the same handler behind the whole mesh stack
 //!   (mTLS, JWT, authorization, validation, metrics, tracing spans with trace
 //!   ids; no OTLP collector, so nothing is exported).
-//! - `load <dir> <bare|bare-token|full> <addr> <concurrency> <seconds> <server-pid>`:
+//! - `load <dir> <bare|bare-token|bare-tls|full> <addr> <concurrency> <seconds> <server-pid>`:
 //!   unary calls from `concurrency` concurrent streams; prints RPS, p50,
 //!   p99 and requests per server CPU-second (from the server's /proc stat).
 //!   `bare-token` sends the bare server the same bearer header as `full`.
@@ -130,6 +132,26 @@ async fn serve_bare(dir: &Path, addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The bare server behind the mesh's mutual TLS only: separates the cost of
+/// encryption from the cost of the other stages.
+async fn serve_bare_tls(dir: &Path, addr: SocketAddr) -> anyhow::Result<()> {
+    use tokio_stream::StreamExt as _;
+
+    prepare(dir)?;
+    let tls = MeshTls::load(TlsPaths::in_dir(dir, "wallet"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(safra::tls::accept(
+        listener,
+        tls.server_config()?,
+    ))
+    .map(Ok::<_, std::io::Error>);
+    tonic::transport::Server::builder()
+        .add_service(EchoServiceServer::new(Echo))
+        .serve_with_incoming(incoming)
+        .await?;
+    Ok(())
+}
+
 async fn serve_full(dir: &Path, addr: SocketAddr) -> anyhow::Result<()> {
     let key = prepare(dir)?;
     // Spans and trace ids as in production; no collector, so no export.
@@ -188,6 +210,8 @@ enum Client {
     /// gets (ignored), to separate the protocol's cost from the stack's.
     Bare(EchoServiceClient<tonic::transport::Channel>, Option<String>),
     Full(EchoServiceClient<MeshChannel>, String),
+    /// The bare-over-mTLS server, called like the full one but on `Echo`.
+    BareTls(EchoServiceClient<MeshChannel>, String),
 }
 
 fn with_bearer<T>(message: T, token: &str) -> Result<Request<T>, Status> {
@@ -214,6 +238,9 @@ impl Client {
         match self {
             Client::Bare(client, None) => client.echo(echo()).await.map(drop),
             Client::Bare(client, Some(token)) => {
+                client.echo(with_bearer(echo(), token)?).await.map(drop)
+            }
+            Client::BareTls(client, token) => {
                 client.echo(with_bearer(echo(), token)?).await.map(drop)
             }
             Client::Full(client, token) => {
@@ -254,11 +281,15 @@ async fn load(
                     .then(|| bench_token(dir))
                     .transpose()?,
             ),
-            "full" => {
+            "full" | "bare-tls" => {
                 let token = bench_token(dir)?;
                 let tls = MeshTls::load(TlsPaths::in_dir(dir, "gateway"))?;
                 let channel = safra::client::mesh_channel(&tls, "wallet", &addr.to_string())?;
-                Client::Full(EchoServiceClient::new(channel), token)
+                if mode == "full" {
+                    Client::Full(EchoServiceClient::new(channel), token)
+                } else {
+                    Client::BareTls(EchoServiceClient::new(channel), token)
+                }
             }
             other => bail!("unknown mode {other}"),
         });
@@ -276,6 +307,7 @@ async fn load(
         let mut client = match &clients[worker % connections] {
             Client::Bare(client, token) => Client::Bare(client.clone(), token.clone()),
             Client::Full(client, token) => Client::Full(client.clone(), token.clone()),
+            Client::BareTls(client, token) => Client::BareTls(client.clone(), token.clone()),
         };
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(200_000);
@@ -401,6 +433,7 @@ async fn main() -> anyhow::Result<()> {
     };
     match arg(0)? {
         "serve-bare" => serve_bare(Path::new(arg(1)?), arg(2)?.parse()?).await,
+        "serve-bare-tls" => serve_bare_tls(Path::new(arg(1)?), arg(2)?.parse()?).await,
         "serve-full" => serve_full(Path::new(arg(1)?), arg(2)?.parse()?).await,
         "load" => {
             load(
