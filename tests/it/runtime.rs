@@ -38,6 +38,7 @@ use safra::{
 use safra_test_support::TestPki;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 /// An accounts stand-in that publishes one signing key, as the real one will.
 struct JwksOnly {
@@ -654,6 +655,11 @@ async fn shutdown_lets_an_in_flight_call_finish_then_stops_serving() {
             safra::testing::pool().expect("test contracts"),
             safra::testing::FILE_DESCRIPTOR_SET,
         )
+        // A health watch stays open until the drain bound cuts it.
+        .with_limits(Limits {
+            drain_timeout: Duration::from_secs(2),
+            ..Limits::default()
+        })
         .add_service(EchoServiceServer::new(Echo {
             seen: Arc::new(Seen::default()),
             relay: None,
@@ -666,9 +672,26 @@ async fn shutdown_lets_an_in_flight_call_finish_then_stops_serving() {
     let mut client = EchoServiceClient::new(channel.clone());
     client.echo(hello()).await.expect("served before the stop");
 
+    // A load balancer watching health learns of the drain.
+    let mut watch = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .watch(HealthCheckRequest {
+            service: "safra.echo.v1.EchoService".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.next().await.expect("a status").expect("ok").status();
+    assert_eq!(first, ServingStatus::Serving);
+
     let in_flight = tokio::spawn(async move { client.slow(SlowRequest { delay_ms: 300 }).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.send(()).expect("signal the stop");
+    let draining = watch.next().await.expect("a status").expect("ok").status();
+    assert_eq!(
+        draining,
+        ServingStatus::NotServing,
+        "NOT_SERVING while draining"
+    );
     let answer = in_flight
         .await
         .expect("joined")
