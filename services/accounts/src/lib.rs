@@ -8,6 +8,7 @@
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use safra::mesh::Service;
 
+pub mod domain;
 pub mod schema;
 
 /// Which service of the mesh this crate is.
