@@ -66,6 +66,9 @@ pub enum ServeError {
     Admin(std::io::Error),
 }
 
+/// The standard health service every server carries.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
 /// Binds `addr`, naming the address in the error (a port in use is the most
 /// common start-up failure and deserves one clear line).
 ///
@@ -269,10 +272,15 @@ impl MeshServer {
                 .await;
         }
         // reflection: v1 and v1alpha (grpcurl builds here speak only v1alpha).
+        // Health is described too, so grpcurl can call it by name.
         let mut reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(self.encoded_contracts);
+            .register_encoded_file_descriptor_set(self.encoded_contracts)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(HEALTH_SERVICE);
         let mut reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(self.encoded_contracts);
+            .register_encoded_file_descriptor_set(self.encoded_contracts)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(HEALTH_SERVICE);
         for name in &names {
             reflection_v1 = reflection_v1.with_service_name(*name);
             reflection_v1alpha = reflection_v1alpha.with_service_name(*name);

@@ -99,6 +99,11 @@ async fn reflection_lists_the_service_in_v1_and_v1alpha() {
         "{names:?}"
     );
 
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "health is described, so grpcurl can call it: {names:?}"
+    );
+
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(
