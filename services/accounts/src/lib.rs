@@ -10,6 +10,7 @@ use safra::mesh::Service;
 
 pub mod domain;
 pub mod schema;
+pub mod store;
 
 /// Which service of the mesh this crate is.
 pub const SERVICE: Service = Service::Accounts;

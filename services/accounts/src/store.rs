@@ -1,0 +1,235 @@
+//! The accounts database's queries (diesel-async): users for now; refresh
+//! tokens, throttles, signing keys and the audit log join as their RPCs do.
+
+use chrono::{DateTime, Utc};
+use diesel::{
+    prelude::*,
+    result::{DatabaseErrorKind, Error as DieselError},
+};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::schema::users;
+
+/// A stored user.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = users)]
+#[diesel(check_for_backend(diesel::pg::Pg))]
+pub struct UserRow {
+    /// Its id.
+    pub id: Uuid,
+    /// The normalised e-mail.
+    pub email: String,
+    /// The argon2id PHC string.
+    pub password_hash: String,
+    /// The display name.
+    pub display_name: String,
+    /// `investor`, `producer` or `admin`.
+    pub role: String,
+    /// When it was registered.
+    pub create_time: DateTime<Utc>,
+    /// When it last changed.
+    pub update_time: DateTime<Utc>,
+}
+
+/// A user to store.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    /// Its id, chosen by the service.
+    pub id: Uuid,
+    /// The normalised e-mail.
+    pub email: &'a str,
+    /// The argon2id PHC string.
+    pub password_hash: &'a str,
+    /// The display name.
+    pub display_name: &'a str,
+    /// The role's stored value.
+    pub role: &'a str,
+}
+
+/// What storing a user can run into.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another user has this e-mail (the unique index said so).
+    #[error("the e-mail is already registered")]
+    EmailTaken,
+    /// Anything else the database said.
+    #[error(transparent)]
+    Database(#[from] DieselError),
+}
+
+/// Stores `user`; a second user with the same e-mail is [`StoreError::EmailTaken`],
+/// even when two registrations race.
+///
+/// # Errors
+/// [`StoreError`].
+pub async fn insert_user(
+    conn: &mut AsyncPgConnection,
+    user: &NewUser<'_>,
+) -> Result<UserRow, StoreError> {
+    diesel::insert_into(users::table)
+        .values(user)
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .await
+        .map_err(|error| match error {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, ref info)
+                if info.constraint_name() == Some("users_email_key") =>
+            {
+                StoreError::EmailTaken
+            }
+            other => StoreError::Database(other),
+        })
+}
+
+/// The user with the normalised `email`.
+///
+/// # Errors
+/// A database error.
+pub async fn user_by_email(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+) -> Result<Option<UserRow>, DieselError> {
+    users::table
+        .filter(users::email.eq(email))
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// The user with `id`.
+///
+/// # Errors
+/// A database error.
+pub async fn user_by_id(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> Result<Option<UserRow>, DieselError> {
+    users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// One page of users, newest first (`create_time` desc, then `id` desc),
+/// optionally of one role, starting after the keyset `after`.
+///
+/// # Errors
+/// A database error.
+pub async fn list_users(
+    conn: &mut AsyncPgConnection,
+    role: Option<&str>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<UserRow>, DieselError> {
+    let mut query = users::table
+        .select(UserRow::as_select())
+        .order((users::create_time.desc(), users::id.desc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some(role) = role {
+        query = query.filter(users::role.eq(role.to_owned()));
+    }
+    if let Some((time, id)) = after {
+        query = query.filter(
+            users::create_time
+                .lt(time)
+                .or(users::create_time.eq(time).and(users::id.lt(id))),
+        );
+    }
+    query.load(conn).await
+}
+
+#[cfg(test)]
+mod tests {
+    use safra::db;
+    use safra_test_support::TestDatabase;
+
+    use super::*;
+
+    fn new_user<'a>(email: &'a str, role: &'a str) -> NewUser<'a> {
+        NewUser {
+            id: Uuid::new_v4(),
+            email,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+            display_name: "Ana",
+            role,
+        }
+    }
+
+    async fn database() -> (TestDatabase, AsyncPgConnection) {
+        let database = TestDatabase::migrated("accounts", &crate::MIGRATIONS)
+            .await
+            .expect("an accounts database");
+        let conn = db::connect_once(database.url().expose())
+            .await
+            .expect("connect");
+        (database, conn)
+    }
+
+    #[tokio::test]
+    async fn a_user_is_stored_and_found_by_email_and_id() {
+        let (_database, mut conn) = database().await;
+        let stored = insert_user(&mut conn, &new_user("ana@fazenda.com.br", "producer"))
+            .await
+            .expect("stored");
+        let by_email = user_by_email(&mut conn, "ana@fazenda.com.br")
+            .await
+            .expect("query");
+        assert_eq!(by_email.as_ref(), Some(&stored));
+        assert_eq!(
+            user_by_id(&mut conn, stored.id).await.expect("query"),
+            Some(stored)
+        );
+        assert_eq!(
+            user_by_email(&mut conn, "nobody@x.io")
+                .await
+                .expect("query"),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_registration_of_an_email_is_refused() {
+        let (_database, mut conn) = database().await;
+        insert_user(&mut conn, &new_user("ana@fazenda.com.br", "producer"))
+            .await
+            .expect("first");
+        let second = insert_user(&mut conn, &new_user("ana@fazenda.com.br", "investor")).await;
+        assert!(matches!(second, Err(StoreError::EmailTaken)), "{second:?}");
+    }
+
+    #[tokio::test]
+    async fn users_page_newest_first_by_keyset_and_filter_by_role() {
+        let (_database, mut conn) = database().await;
+        for index in 0..5 {
+            let email = format!("user{index}@x.io");
+            let role = if index % 2 == 0 {
+                "investor"
+            } else {
+                "producer"
+            };
+            insert_user(&mut conn, &new_user(&email, role))
+                .await
+                .expect("stored");
+        }
+        let first = list_users(&mut conn, None, None, 2).await.expect("page 1");
+        let last = first.last().expect("two users");
+        let second = list_users(&mut conn, None, Some((last.create_time, last.id)), 10)
+            .await
+            .expect("page 2");
+        assert_eq!(first.len() + second.len(), 5);
+        let mut seen: Vec<Uuid> = first.iter().chain(&second).map(|user| user.id).collect();
+        seen.dedup();
+        assert_eq!(seen.len(), 5, "no user twice across pages");
+        let investors = list_users(&mut conn, Some("investor"), None, 10)
+            .await
+            .expect("filter");
+        assert_eq!(investors.len(), 3);
+        assert!(investors.iter().all(|user| user.role == "investor"));
+    }
+}
