@@ -313,6 +313,100 @@ impl HashingPool {
     }
 }
 
+/// Encrypts signing keys at rest (AES-256-GCM under a key from
+/// configuration), binding each ciphertext to its key id so that rows cannot
+/// be swapped.
+pub struct KeyEncryption {
+    key: ring::aead::LessSafeKey,
+}
+
+impl std::fmt::Debug for KeyEncryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyEncryption(***)")
+    }
+}
+
+/// A sealed private key and the nonce it was sealed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedKey {
+    /// Ciphertext followed by the GCM tag.
+    pub ciphertext: Vec<u8>,
+    /// The 96-bit nonce, random per key.
+    pub nonce: Vec<u8>,
+}
+
+/// A key that cannot be sealed or opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The key-encryption key is not 32 bytes.
+    #[error("the key-encryption key must be 32 bytes")]
+    BadKeyEncryptionKey,
+    /// No randomness for a nonce.
+    #[error("no randomness for a nonce")]
+    NoRandomness,
+    /// Wrong key-encryption key, another row's ciphertext, or tampering.
+    #[error("the signing key cannot be decrypted")]
+    CannotOpen,
+}
+
+impl KeyEncryption {
+    /// Uses the 32 bytes `key`.
+    ///
+    /// # Errors
+    /// [`KeyError::BadKeyEncryptionKey`].
+    pub fn new(key: &[u8]) -> Result<Self, KeyError> {
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, key)
+            .map_err(|_| KeyError::BadKeyEncryptionKey)?;
+        Ok(Self {
+            key: ring::aead::LessSafeKey::new(unbound),
+        })
+    }
+
+    /// Seals the PKCS#8 bytes of the key `kid`.
+    ///
+    /// # Errors
+    /// [`KeyError::NoRandomness`].
+    pub fn seal(&self, kid: &str, pkcs8: &[u8]) -> Result<SealedKey, KeyError> {
+        let mut nonce = [0_u8; 12];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+            .map_err(|_| KeyError::NoRandomness)?;
+        let mut ciphertext = pkcs8.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(kid.as_bytes()),
+                &mut ciphertext,
+            )
+            .map_err(|_| KeyError::NoRandomness)?;
+        Ok(SealedKey {
+            ciphertext,
+            nonce: nonce.to_vec(),
+        })
+    }
+
+    /// Opens what [`KeyEncryption::seal`] made for `kid`.
+    ///
+    /// # Errors
+    /// [`KeyError::CannotOpen`].
+    pub fn open(&self, kid: &str, sealed: &SealedKey) -> Result<Vec<u8>, KeyError> {
+        let nonce: [u8; 12] = sealed
+            .nonce
+            .as_slice()
+            .try_into()
+            .map_err(|_| KeyError::CannotOpen)?;
+        let mut buffer = sealed.ciphertext.clone();
+        let plain = self
+            .key
+            .open_in_place(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(kid.as_bytes()),
+                &mut buffer,
+            )
+            .map_err(|_| KeyError::CannotOpen)?;
+        Ok(plain.to_vec())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -408,6 +502,39 @@ mod tests {
             counting.verifications.load(Ordering::SeqCst),
             3,
             "one per login, known or not"
+        );
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn sealed_keys_open_only_with_their_key_and_kid() {
+        let encryption = KeyEncryption::new(&[7_u8; 32]).expect("32 bytes");
+        let sealed = encryption.seal("key-1", b"pkcs8 bytes").expect("sealed");
+        assert_ne!(sealed.ciphertext, b"pkcs8 bytes".to_vec());
+        assert_eq!(
+            encryption.open("key-1", &sealed),
+            Ok(b"pkcs8 bytes".to_vec())
+        );
+        assert_eq!(
+            encryption.open("key-2", &sealed),
+            Err(KeyError::CannotOpen),
+            "bound to its kid"
+        );
+        let other = KeyEncryption::new(&[8_u8; 32]).expect("32 bytes");
+        assert_eq!(other.open("key-1", &sealed), Err(KeyError::CannotOpen));
+        let mut tampered = sealed.clone();
+        tampered.ciphertext[0] ^= 1;
+        assert_eq!(
+            encryption.open("key-1", &tampered),
+            Err(KeyError::CannotOpen)
+        );
+        assert_eq!(
+            KeyEncryption::new(&[0_u8; 16]).err(),
+            Some(KeyError::BadKeyEncryptionKey)
         );
     }
 }

@@ -9,7 +9,7 @@ use diesel::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::schema::users;
+use crate::schema::{signing_keys, users};
 
 /// A stored user.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -144,6 +144,111 @@ pub async fn list_users(
     query.load(conn).await
 }
 
+/// A stored signing key (private half sealed).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = signing_keys)]
+#[diesel(check_for_backend(diesel::pg::Pg))]
+pub struct SigningKeyRow {
+    /// Its key id (the JWT header's `kid`).
+    pub kid: String,
+    /// The raw Ed25519 public key.
+    pub public_key: Vec<u8>,
+    /// The sealed PKCS#8 private key.
+    pub private_key_ciphertext: Vec<u8>,
+    /// The nonce it was sealed with.
+    pub nonce: Vec<u8>,
+    /// When it was made.
+    pub create_time: DateTime<Utc>,
+    /// From when it no longer signs (a newer key took over).
+    pub retire_after: Option<DateTime<Utc>>,
+    /// From when it leaves the JWKS (every token it signed has expired).
+    pub not_after: Option<DateTime<Utc>>,
+}
+
+/// A signing key to store.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = signing_keys)]
+pub struct NewSigningKey<'a> {
+    /// Its key id.
+    pub kid: &'a str,
+    /// The raw Ed25519 public key.
+    pub public_key: &'a [u8],
+    /// The sealed PKCS#8 private key.
+    pub private_key_ciphertext: &'a [u8],
+    /// The nonce it was sealed with.
+    pub nonce: &'a [u8],
+}
+
+/// Stores a new signing key and retires the ones before it: they stop
+/// signing now and leave the JWKS once `token_lifetime` has passed, when
+/// every token they signed has expired. One transaction, so there is always
+/// exactly one key that signs.
+///
+/// # Errors
+/// A database error.
+pub async fn rotate_signing_key(
+    conn: &mut AsyncPgConnection,
+    key: &NewSigningKey<'_>,
+    now: DateTime<Utc>,
+    token_lifetime: chrono::Duration,
+) -> Result<SigningKeyRow, DieselError> {
+    use diesel_async::AsyncConnection;
+
+    let key = key.clone();
+    conn.transaction(async move |conn| {
+        diesel::update(signing_keys::table.filter(signing_keys::retire_after.is_null()))
+            .set((
+                signing_keys::retire_after.eq(now),
+                signing_keys::not_after.eq(now + token_lifetime),
+            ))
+            .execute(conn)
+            .await?;
+        diesel::insert_into(signing_keys::table)
+            .values(&key)
+            .returning(SigningKeyRow::as_returning())
+            .get_result(conn)
+            .await
+    })
+    .await
+}
+
+/// The key that signs now: the newest one not retired.
+///
+/// # Errors
+/// A database error.
+pub async fn current_signing_key(
+    conn: &mut AsyncPgConnection,
+) -> Result<Option<SigningKeyRow>, DieselError> {
+    signing_keys::table
+        .filter(signing_keys::retire_after.is_null())
+        .order(signing_keys::create_time.desc())
+        .select(SigningKeyRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// The keys the JWKS publishes at `now`: every key whose tokens may still be
+/// valid, newest first.
+///
+/// # Errors
+/// A database error.
+pub async fn published_signing_keys(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+) -> Result<Vec<SigningKeyRow>, DieselError> {
+    signing_keys::table
+        .filter(
+            signing_keys::not_after
+                .is_null()
+                .or(signing_keys::not_after.gt(now)),
+        )
+        .order(signing_keys::create_time.desc())
+        .select(SigningKeyRow::as_select())
+        .load(conn)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use safra::db;
@@ -169,6 +274,63 @@ mod tests {
             .await
             .expect("connect");
         (database, conn)
+    }
+
+    fn sealed(kid: &str) -> NewSigningKey<'_> {
+        NewSigningKey {
+            kid,
+            public_key: b"public",
+            private_key_ciphertext: b"sealed private key",
+            nonce: b"nonce-twelve",
+        }
+    }
+
+    #[tokio::test]
+    async fn rotation_retires_the_old_key_and_publishes_it_until_its_tokens_expire() {
+        let (_database, mut conn) = database().await;
+        let lifetime = chrono::Duration::minutes(15);
+        let start = Utc::now();
+        rotate_signing_key(&mut conn, &sealed("key-1"), start, lifetime)
+            .await
+            .expect("first key");
+        assert_eq!(
+            current_signing_key(&mut conn)
+                .await
+                .expect("query")
+                .map(|key| key.kid),
+            Some("key-1".to_owned())
+        );
+        rotate_signing_key(&mut conn, &sealed("key-2"), start, lifetime)
+            .await
+            .expect("second key");
+        assert_eq!(
+            current_signing_key(&mut conn)
+                .await
+                .expect("query")
+                .map(|key| key.kid),
+            Some("key-2".to_owned()),
+            "new tokens use the new key"
+        );
+        let published =
+            |keys: Vec<SigningKeyRow>| keys.into_iter().map(|key| key.kid).collect::<Vec<_>>();
+        assert_eq!(
+            published(
+                published_signing_keys(&mut conn, start)
+                    .await
+                    .expect("query")
+            ),
+            ["key-2", "key-1"],
+            "the old key stays while its tokens may be valid"
+        );
+        assert_eq!(
+            published(
+                published_signing_keys(&mut conn, start + lifetime + chrono::Duration::seconds(1))
+                    .await
+                    .expect("query")
+            ),
+            ["key-2"],
+            "then it leaves the JWKS"
+        );
     }
 
     #[tokio::test]
