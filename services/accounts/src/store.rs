@@ -9,7 +9,7 @@ use diesel::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::schema::{signing_keys, users};
+use crate::schema::{refresh_tokens, signing_keys, users};
 
 /// A stored user.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -142,6 +142,163 @@ pub async fn list_users(
         );
     }
     query.load(conn).await
+}
+
+/// A refresh token to store: only its hash.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = refresh_tokens)]
+pub struct NewRefreshToken<'a> {
+    /// The login it belongs to; every rotation stays in the family.
+    pub family_id: Uuid,
+    /// Whose session it is.
+    pub user_id: Uuid,
+    /// SHA-256 of the opaque token.
+    pub token_hash: &'a [u8],
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Stores a refresh token.
+///
+/// # Errors
+/// A database error.
+pub async fn insert_refresh_token(
+    conn: &mut AsyncPgConnection,
+    token: &NewRefreshToken<'_>,
+) -> Result<(), DieselError> {
+    diesel::insert_into(refresh_tokens::table)
+        .values(token)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// The state of a stored refresh token.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = refresh_tokens)]
+#[diesel(check_for_backend(diesel::pg::Pg))]
+struct RefreshTokenState {
+    id: Uuid,
+    family_id: Uuid,
+    user_id: Uuid,
+    used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    expires_at: DateTime<Utc>,
+}
+
+/// What presenting a refresh token led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was valid: it is now used, and its successor is stored.
+    Rotated {
+        /// Whose session it is.
+        user_id: Uuid,
+    },
+    /// It had been used already: the whole family is now revoked (someone
+    /// holds a stolen copy, or replayed it).
+    Reused,
+    /// Unknown, revoked or expired.
+    Invalid,
+}
+
+/// Exchanges the token hashed `presented` for `successor` (same family),
+/// under a row lock: of two concurrent exchanges of one token exactly one
+/// rotates, and the other is reuse, which revokes the family.
+///
+/// # Errors
+/// A database error.
+pub async fn rotate_refresh_token(
+    conn: &mut AsyncPgConnection,
+    presented: &[u8],
+    successor: &[u8],
+    successor_expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Rotation, DieselError> {
+    use diesel_async::AsyncConnection;
+
+    let presented = presented.to_vec();
+    let successor = successor.to_vec();
+    conn.transaction(async move |conn| {
+        let found: Option<RefreshTokenState> = refresh_tokens::table
+            .filter(refresh_tokens::token_hash.eq(&presented))
+            .select(RefreshTokenState::as_select())
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?;
+        let Some(RefreshTokenState {
+            id,
+            family_id,
+            user_id,
+            used_at,
+            revoked_at,
+            expires_at,
+        }) = found
+        else {
+            return Ok(Rotation::Invalid);
+        };
+        if revoked_at.is_some() || expires_at <= now {
+            return Ok(Rotation::Invalid);
+        }
+        if used_at.is_some() {
+            revoke_family(conn, family_id, now).await?;
+            return Ok(Rotation::Reused);
+        }
+        diesel::update(refresh_tokens::table.find(id))
+            .set(refresh_tokens::used_at.eq(now))
+            .execute(conn)
+            .await?;
+        insert_refresh_token(
+            conn,
+            &NewRefreshToken {
+                family_id,
+                user_id,
+                token_hash: &successor,
+                expires_at: successor_expires_at,
+            },
+        )
+        .await?;
+        Ok(Rotation::Rotated { user_id })
+    })
+    .await
+}
+
+async fn revoke_family(
+    conn: &mut AsyncPgConnection,
+    family_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), DieselError> {
+    diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::family_id.eq(family_id))
+            .filter(refresh_tokens::revoked_at.is_null()),
+    )
+    .set(refresh_tokens::revoked_at.eq(now))
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// Revokes the family of the token hashed `presented` (Logout). Returns
+/// whether there was such a token.
+///
+/// # Errors
+/// A database error.
+pub async fn revoke_family_of(
+    conn: &mut AsyncPgConnection,
+    presented: &[u8],
+    now: DateTime<Utc>,
+) -> Result<bool, DieselError> {
+    let family: Option<Uuid> = refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(presented))
+        .select(refresh_tokens::family_id)
+        .first(conn)
+        .await
+        .optional()?;
+    match family {
+        Some(family_id) => revoke_family(conn, family_id, now).await.map(|()| true),
+        None => Ok(false),
+    }
 }
 
 /// A stored signing key (private half sealed).
@@ -331,6 +488,134 @@ mod tests {
             ["key-2"],
             "then it leaves the JWKS"
         );
+    }
+
+    async fn session(conn: &mut AsyncPgConnection) -> (Uuid, Vec<u8>) {
+        let user = insert_user(conn, &new_user("ana@fazenda.com.br", "investor"))
+            .await
+            .expect("user");
+        let token = b"first-token-hash-0123456789abcdef".to_vec();
+        insert_refresh_token(
+            conn,
+            &NewRefreshToken {
+                family_id: Uuid::new_v4(),
+                user_id: user.id,
+                token_hash: &token,
+                expires_at: Utc::now() + chrono::Duration::days(30),
+            },
+        )
+        .await
+        .expect("token");
+        (user.id, token)
+    }
+
+    #[tokio::test]
+    async fn a_refresh_token_rotates_once_and_its_reuse_revokes_the_family() {
+        let (_database, mut conn) = database().await;
+        let (user, first) = session(&mut conn).await;
+        let later = Utc::now() + chrono::Duration::days(30);
+        let second = b"second-token-hash-0123456789abcdef".to_vec();
+        assert_eq!(
+            rotate_refresh_token(&mut conn, &first, &second, later, Utc::now())
+                .await
+                .expect("rotate"),
+            Rotation::Rotated { user_id: user }
+        );
+        let third = b"third-token-hash-0123456789abcdef".to_vec();
+        assert_eq!(
+            rotate_refresh_token(&mut conn, &first, &third, later, Utc::now())
+                .await
+                .expect("replay"),
+            Rotation::Reused,
+            "the first token was already used"
+        );
+        assert_eq!(
+            rotate_refresh_token(&mut conn, &second, &third, later, Utc::now())
+                .await
+                .expect("after"),
+            Rotation::Invalid,
+            "its successor died with the family"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_concurrent_refreshes_with_one_token_yield_one_rotation_and_a_revoked_family() {
+        let (database, mut conn) = database().await;
+        let (_, first) = session(&mut conn).await;
+        let later = Utc::now() + chrono::Duration::days(30);
+        let mut a = db::connect_once(database.url().expose()).await.expect("a");
+        let mut b = db::connect_once(database.url().expose()).await.expect("b");
+        let (one, two) = tokio::join!(
+            rotate_refresh_token(
+                &mut a,
+                &first,
+                b"successor-a-0123456789abcdef",
+                later,
+                Utc::now()
+            ),
+            rotate_refresh_token(
+                &mut b,
+                &first,
+                b"successor-b-0123456789abcdef",
+                later,
+                Utc::now()
+            ),
+        );
+        let outcomes = [one.expect("a ran"), two.expect("b ran")];
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| matches!(o, Rotation::Rotated { .. }))
+                .count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes.iter().filter(|o| **o == Rotation::Reused).count(),
+            1,
+            "{outcomes:?}"
+        );
+        for successor in [
+            b"successor-a-0123456789abcdef",
+            b"successor-b-0123456789abcdef",
+        ] {
+            let outcome = rotate_refresh_token(
+                &mut conn,
+                successor,
+                b"next-0123456789abcdef",
+                later,
+                Utc::now(),
+            )
+            .await
+            .expect("ran");
+            assert_eq!(outcome, Rotation::Invalid, "the whole family is revoked");
+        }
+    }
+
+    #[tokio::test]
+    async fn logout_revokes_the_family() {
+        let (_database, mut conn) = database().await;
+        let (_, first) = session(&mut conn).await;
+        assert!(
+            revoke_family_of(&mut conn, &first, Utc::now())
+                .await
+                .expect("logout")
+        );
+        assert!(
+            !revoke_family_of(&mut conn, b"unknown-0123456789abcdef", Utc::now())
+                .await
+                .expect("unknown")
+        );
+        let outcome = rotate_refresh_token(
+            &mut conn,
+            &first,
+            b"after-logout-0123456789abcdef",
+            Utc::now() + chrono::Duration::days(1),
+            Utc::now(),
+        )
+        .await
+        .expect("ran");
+        assert_eq!(outcome, Rotation::Invalid);
     }
 
     #[tokio::test]
