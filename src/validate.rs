@@ -398,8 +398,11 @@ fn check_date(date: &DynamicMessage, path: &str, violations: &mut Vec<Violation>
     }
 }
 
-/// `local@domain.tld`, without spaces, within RFC 5321's lengths.
+/// `local@domain.tld`, without inner spaces, within RFC 5321's lengths;
+/// surrounding white space is allowed, as services trim addresses when they
+/// normalise them.
 fn is_email(text: &str) -> bool {
+    let text = text.trim();
     let Some((local, domain)) = text.rsplit_once('@') else {
         return false;
     };

@@ -5,6 +5,7 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use safra::{
+    accounts::v1::accounts_service_server::AccountsServiceServer,
     admin::{Check, CheckFuture},
     auth::{AccountsJwks, TokenVerifier},
     config::{Environment, GatewayConfig, Reader, ServiceConfig},
@@ -69,9 +70,22 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                 Arc::new(AccountsJwks::new(keys)),
             ));
             tracing::info!(%service, addr = %config.listen_addr, admin = %config.admin_addr, "serving");
-            MeshServer::new(service, tls, verifier)?
+            let checks = vec![database_check(database.clone())];
+            let server = if service == Service::Accounts {
+                // Accounts verifies the tokens it signs with the keys it publishes.
+                let accounts = accounts(&config, reader, database).await?;
+                let verifier = Arc::new(TokenVerifier::new(
+                    config.jwt_issuer.clone(),
+                    accounts.key_source(),
+                ));
+                MeshServer::new(service, tls, verifier)?
+                    .add_service(AccountsServiceServer::new(accounts))
+            } else {
+                MeshServer::new(service, tls, verifier)?
+            };
+            server
                 .with_version(crate::VERSION)
-                .with_admin(admin, vec![database_check(database)])
+                .with_admin(admin, checks)
                 .serve(
                     listener,
                     &[service.grpc_service()],
@@ -117,4 +131,38 @@ fn database_check(database: Database) -> (String, Check) {
             as CheckFuture
     });
     ("database".to_owned(), check)
+}
+
+/// The accounts service: its key-encryption key, password hashing and token
+/// lifetimes from the environment.
+async fn accounts(
+    config: &ServiceConfig,
+    reader: Reader<'_>,
+    database: Database,
+) -> anyhow::Result<safra_accounts::api::Accounts> {
+    use safra::config::ConfigError;
+    use safra_accounts::{
+        api::{Accounts, TokenSettings},
+        domain::{Argon2id, HashingPool},
+    };
+
+    let secret = reader.required_secret("SAFRA_KEY_ENCRYPTION_KEY")?;
+    let keys =
+        safra_accounts::key_encryption_key(secret.expose()).map_err(|problem| ConfigError {
+            variable: "SAFRA_KEY_ENCRYPTION_KEY".into(),
+            problem,
+        })?;
+    let concurrency = reader.parse_or("SAFRA_HASH_CONCURRENCY", 4_usize, "a whole number")?;
+    let access_secs = reader.parse_or(
+        "SAFRA_ACCESS_TOKEN_SECS",
+        900_u64,
+        "a whole number of seconds",
+    )?;
+    let hashing = HashingPool::new(Arc::new(Argon2id::new()?), concurrency)?;
+    let tokens = TokenSettings {
+        issuer: config.jwt_issuer.clone(),
+        access_lifetime: Duration::from_secs(access_secs),
+        ..TokenSettings::default()
+    };
+    Ok(Accounts::new(database, hashing, keys, tokens).await?)
 }

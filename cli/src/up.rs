@@ -93,6 +93,7 @@ pub async fn run() -> anyhow::Result<()> {
     safra::certs::CertDir::new(layout.home.join("certs"))
         .init()
         .context("making the development certificates in SAFRA_HOME/certs")?;
+    let key_file = ensure_key_encryption_key(&layout.home.join("secrets"))?;
 
     let (server_url, cluster) = match reader.optional_secret("DATABASE_URL")? {
         Some(url) => (url.expose().to_owned(), None),
@@ -103,7 +104,7 @@ pub async fn run() -> anyhow::Result<()> {
         }
     };
 
-    let outcome = run_mesh(&layout, &server_url, &logs).await;
+    let outcome = run_mesh(&layout, &server_url, &logs, &key_file).await;
     if let Some(cluster) = cluster {
         cluster.stop_if_started_here().await?;
     }
@@ -114,11 +115,16 @@ pub async fn run() -> anyhow::Result<()> {
     clippy::print_stdout,
     reason = "the ready line is the command's output"
 )]
-async fn run_mesh(layout: &Layout, server_url: &str, logs: &Path) -> anyhow::Result<()> {
+async fn run_mesh(
+    layout: &Layout,
+    server_url: &str,
+    logs: &Path,
+    key_file: &Path,
+) -> anyhow::Result<()> {
     prepare_databases(layout, server_url).await?;
 
     let mut running = Vec::new();
-    let started = start_children(layout, server_url, logs, &mut running).await;
+    let started = start_children(layout, server_url, logs, key_file, &mut running).await;
     let outcome = match started {
         Ok(()) => supervise(layout, &mut running).await,
         Err(error) => Err(error),
@@ -147,6 +153,32 @@ async fn prepare_databases(layout: &Layout, server_url: &str) -> anyhow::Result<
     Ok(())
 }
 
+/// The key that seals the accounts service's signing keys, made once in
+/// `$SAFRA_HOME/secrets` (mode 0600) and kept between runs.
+fn ensure_key_encryption_key(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+
+    use base64::Engine;
+
+    let path = dir.join("key-encryption.key");
+    if path.exists() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut key = [0_u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+        .map_err(|_| anyhow::anyhow!("no randomness for the key-encryption key"))?;
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(encoded.as_bytes())?;
+    Ok(path)
+}
+
 /// Refuses to start when a port is taken, naming it: a clearer line than a
 /// child's bind error.
 async fn check_ports_free(layout: &Layout) -> anyhow::Result<()> {
@@ -169,6 +201,7 @@ async fn start_children(
     layout: &Layout,
     server_url: &str,
     logs: &Path,
+    key_file: &Path,
     running: &mut Vec<Running>,
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the safra binary")?;
@@ -183,6 +216,9 @@ async fn start_children(
                 "DATABASE_URL",
                 db::with_database(server_url, &service.database_name(&layout.database_prefix)),
             );
+        if *service == Service::Accounts {
+            command.env("SAFRA_KEY_ENCRYPTION_KEY_FILE", key_file);
+        }
         running.push(spawn(service.name(), command, logs)?);
     }
     let mut gateway = Command::new(&exe);

@@ -59,6 +59,14 @@ pub enum StoreError {
     Database(#[from] DieselError),
 }
 
+/// Database failures reach the service's error as `DbError`, so that only
+/// this file names diesel.
+impl From<DieselError> for crate::api::AccountsError {
+    fn from(error: DieselError) -> Self {
+        crate::api::AccountsError::Database(safra::db::DbError::Query(error))
+    }
+}
+
 /// Stores `user`; a second user with the same e-mail is [`StoreError::EmailTaken`],
 /// even when two registrations race.
 ///

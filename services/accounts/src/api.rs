@@ -1,0 +1,619 @@
+//! The accounts service's gRPC surface: converts requests into domain
+//! values, runs the rules against the store, and converts back. Who may call
+//! and which fields are valid were settled by the contract stage before a
+//! handler runs; what is left here are the rules only the data can decide
+//! (a taken e-mail, a wrong password, a reused refresh token, ownership).
+
+use std::{sync::Arc, time::Duration};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use prost::Message;
+use safra::{
+    accounts::v1::{
+        GetJwksRequest, GetMeRequest, GetUserRequest, JsonWebKey, JsonWebKeySet, ListUsersRequest,
+        ListUsersResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse,
+        RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse, Role as ProtoRole,
+        User, accounts_service_server::AccountsService,
+    },
+    auth::{AuthenticatedUser, KeySource, KeysFuture, PublicKey, SigningKey, TokenSigner},
+    db::{Database, DbError},
+    status::{self, Violation},
+    r#type::v1::{ErrorReason, PageToken},
+};
+use sha2::{Digest, Sha256};
+use tonic::{Code, Request, Response, Status};
+use uuid::Uuid;
+
+use crate::{
+    domain::{
+        DisplayName, DomainError, Email, HashingPool, KeyEncryption, Password, Role, SealedKey,
+    },
+    store::{self, NewRefreshToken, NewSigningKey, NewUser, Rotation, StoreError, UserRow},
+};
+
+/// Page size when a list request names none, and the most it may ask for.
+const DEFAULT_PAGE_SIZE: i64 = 50;
+const MAX_PAGE_SIZE: i64 = 500;
+
+/// Token lifetimes and the issuer.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// `iss` of every access token.
+    pub issuer: String,
+    /// How long an access token lives (15 minutes by default).
+    pub access_lifetime: Duration,
+    /// How long a refresh token lives (30 days by default).
+    pub refresh_lifetime: Duration,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            issuer: safra::auth::DEFAULT_ISSUER.to_owned(),
+            access_lifetime: Duration::from_secs(15 * 60),
+            refresh_lifetime: Duration::from_secs(30 * 24 * 60 * 60),
+        }
+    }
+}
+
+/// Everything that can go wrong in an accounts call, each mapped to one
+/// gRPC status in [`From<AccountsError> for Status`].
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    /// A value broke a domain rule.
+    #[error("{field}: {source}")]
+    Invalid {
+        /// The request field.
+        field: &'static str,
+        /// The rule.
+        source: DomainError,
+    },
+    /// The e-mail is registered already.
+    #[error("the e-mail is already registered")]
+    EmailTaken,
+    /// Unknown e-mail or wrong password: one answer for both.
+    #[error("the e-mail or the password is wrong")]
+    InvalidCredentials,
+    /// Unknown, expired or revoked refresh token.
+    #[error("the refresh token is not valid")]
+    RefreshInvalid,
+    /// A used refresh token came back: its family is revoked.
+    #[error("the refresh token was used before; every session of this login is revoked")]
+    RefreshReused,
+    /// No such user.
+    #[error("no such user")]
+    UserNotFound,
+    /// Another user's record.
+    #[error("only the user or an admin may read this user")]
+    NotOwner,
+    /// Only admins make admins.
+    #[error("only an admin may register an admin")]
+    RoleNotAssignable,
+    /// A page token this service did not make.
+    #[error("the page token is not valid")]
+    PageToken,
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// Anything else: logged, never sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AccountsError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::EmailTaken => AccountsError::EmailTaken,
+            StoreError::Database(error) => error.into(),
+        }
+    }
+}
+
+impl From<AccountsError> for Status {
+    fn from(error: AccountsError) -> Self {
+        let message = error.to_string();
+        match error {
+            AccountsError::Invalid { field, source } => status::invalid_argument(&[Violation {
+                field: field.to_owned(),
+                description: source.to_string(),
+                reason: "INVALID",
+            }]),
+            AccountsError::EmailTaken => status::with_reason(
+                Code::AlreadyExists,
+                ErrorReason::EmailTaken,
+                message,
+                Vec::new(),
+            ),
+            AccountsError::InvalidCredentials => {
+                status::unauthenticated(ErrorReason::InvalidCredentials, message)
+            }
+            AccountsError::RefreshInvalid => {
+                status::unauthenticated(ErrorReason::RefreshTokenInvalid, message)
+            }
+            AccountsError::RefreshReused => {
+                status::unauthenticated(ErrorReason::RefreshTokenReused, message)
+            }
+            AccountsError::UserNotFound => status::with_reason(
+                Code::NotFound,
+                ErrorReason::UserNotFound,
+                message,
+                Vec::new(),
+            ),
+            AccountsError::NotOwner => {
+                status::permission_denied(ErrorReason::ResourceNotOwned, message)
+            }
+            AccountsError::RoleNotAssignable => {
+                status::permission_denied(ErrorReason::RoleAssignmentNotAllowed, message)
+            }
+            AccountsError::PageToken => status::invalid_argument(&[Violation {
+                field: "page_token".into(),
+                description: message,
+                reason: "INVALID",
+            }]),
+            AccountsError::Database(error) => error.into(),
+            AccountsError::Internal(cause) => status::internal(&cause),
+        }
+    }
+}
+
+fn invalid(field: &'static str) -> impl FnOnce(DomainError) -> AccountsError {
+    move |source| AccountsError::Invalid { field, source }
+}
+
+/// The accounts service.
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    db: Database,
+    hashing: HashingPool,
+    keys: Arc<KeyEncryption>,
+    tokens: TokenSettings,
+}
+
+impl Accounts {
+    /// The service over `db`; a first signing key is made if none exists.
+    ///
+    /// # Errors
+    /// The database or the key cannot be used.
+    pub async fn new(
+        db: Database,
+        hashing: HashingPool,
+        keys: KeyEncryption,
+        tokens: TokenSettings,
+    ) -> Result<Self, AccountsError> {
+        let accounts = Self {
+            db,
+            hashing,
+            keys: Arc::new(keys),
+            tokens,
+        };
+        let missing = {
+            let mut conn = accounts.db.connection().await?;
+            store::current_signing_key(&mut conn).await?.is_none()
+        };
+        if missing {
+            accounts.rotate_keys().await?;
+        }
+        Ok(accounts)
+    }
+
+    /// Adds a new signing key; the previous one stops signing and stays
+    /// published until its tokens have expired. Returns the new kid.
+    ///
+    /// # Errors
+    /// The database or the key cannot be used.
+    pub async fn rotate_keys(&self) -> Result<String, AccountsError> {
+        let kid = Uuid::new_v4().simple().to_string();
+        let key = SigningKey::generate(kid.clone())
+            .map_err(|error| AccountsError::Internal(error.to_string()))?;
+        let sealed = self
+            .keys
+            .seal(&kid, key.pkcs8())
+            .map_err(|error| AccountsError::Internal(error.to_string()))?;
+        let public = URL_SAFE_NO_PAD
+            .decode(&key.public_key().x)
+            .map_err(|error| AccountsError::Internal(error.to_string()))?;
+        let mut conn = self.db.connection().await?;
+        let lifetime = chrono::Duration::from_std(self.tokens.access_lifetime)
+            .map_err(|error| AccountsError::Internal(error.to_string()))?;
+        store::rotate_signing_key(
+            &mut conn,
+            &NewSigningKey {
+                kid: &kid,
+                public_key: &public,
+                private_key_ciphertext: &sealed.ciphertext,
+                nonce: &sealed.nonce,
+            },
+            Utc::now(),
+            lifetime,
+        )
+        .await?;
+        Ok(kid)
+    }
+
+    /// Where this service's own verifier finds the published keys.
+    #[must_use]
+    pub fn key_source(&self) -> Arc<dyn KeySource> {
+        Arc::new(StoredKeys {
+            db: self.db.clone(),
+        })
+    }
+
+    async fn signer(&self) -> Result<TokenSigner, AccountsError> {
+        let mut conn = self.db.connection().await?;
+        let row = store::current_signing_key(&mut conn)
+            .await?
+            .ok_or_else(|| AccountsError::Internal("no signing key".into()))?;
+        let pkcs8 = self
+            .keys
+            .open(
+                &row.kid,
+                &SealedKey {
+                    ciphertext: row.private_key_ciphertext,
+                    nonce: row.nonce,
+                },
+            )
+            .map_err(|error| AccountsError::Internal(error.to_string()))?;
+        let key = SigningKey::from_pkcs8(row.kid, &pkcs8)
+            .map_err(|error| AccountsError::Internal(error.to_string()))?;
+        Ok(TokenSigner::new(key, self.tokens.issuer.clone()))
+    }
+
+    /// An access token for `user` and a new refresh token in `family`.
+    async fn issue(&self, user: &UserRow, family: Uuid) -> Result<(String, String), AccountsError> {
+        let (access, _) = self
+            .signer()
+            .await?
+            .sign(
+                &user.id.to_string(),
+                &user.role,
+                self.tokens.access_lifetime,
+            )
+            .map_err(|error| AccountsError::Internal(error.to_string()))?;
+        let refresh = random_token()?;
+        let mut conn = self.db.connection().await?;
+        store::insert_refresh_token(
+            &mut conn,
+            &NewRefreshToken {
+                family_id: family,
+                user_id: user.id,
+                token_hash: &hash_token(&refresh),
+                expires_at: self.refresh_expiry()?,
+            },
+        )
+        .await?;
+        Ok((access, refresh))
+    }
+
+    fn refresh_expiry(&self) -> Result<DateTime<Utc>, AccountsError> {
+        chrono::Duration::from_std(self.tokens.refresh_lifetime)
+            .map(|lifetime| Utc::now() + lifetime)
+            .map_err(|error| AccountsError::Internal(error.to_string()))
+    }
+
+    fn expires_in(&self) -> i32 {
+        i32::try_from(self.tokens.access_lifetime.as_secs()).unwrap_or(i32::MAX)
+    }
+}
+
+/// 256 random bits, base64url: an opaque refresh token.
+fn random_token() -> Result<String, AccountsError> {
+    let mut bytes = [0_u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| AccountsError::Internal("no randomness for a token".into()))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Refresh tokens are stored as their SHA-256 only.
+fn hash_token(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// The published keys, read from the database: accounts verifies the
+/// tokens it signs with the same key set it publishes.
+#[derive(Debug, Clone)]
+struct StoredKeys {
+    db: Database,
+}
+
+impl KeySource for StoredKeys {
+    fn fetch(&self) -> KeysFuture<'_> {
+        Box::pin(async move {
+            let mut conn = self
+                .db
+                .connection()
+                .await
+                .map_err(|error| safra::auth::AuthError::KeysUnavailable(error.to_string()))?;
+            let rows = store::published_signing_keys(&mut conn, Utc::now())
+                .await
+                .map_err(|error| safra::auth::AuthError::KeysUnavailable(error.to_string()))?;
+            Ok(rows
+                .into_iter()
+                .map(|row| PublicKey {
+                    kid: row.kid,
+                    x: URL_SAFE_NO_PAD.encode(row.public_key),
+                })
+                .collect())
+        })
+    }
+}
+
+fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn proto_role(role: &str) -> ProtoRole {
+    match Role::parse(role) {
+        Ok(Role::Investor) => ProtoRole::Investor,
+        Ok(Role::Producer) => ProtoRole::Producer,
+        Ok(Role::Admin) => ProtoRole::Admin,
+        Err(_) => ProtoRole::Unspecified,
+    }
+}
+
+fn domain_role(role: ProtoRole) -> Result<Role, DomainError> {
+    match role {
+        ProtoRole::Investor => Ok(Role::Investor),
+        ProtoRole::Producer => Ok(Role::Producer),
+        ProtoRole::Admin => Ok(Role::Admin),
+        ProtoRole::Unspecified => Err(DomainError::InvalidRole),
+    }
+}
+
+fn user_message(row: &UserRow) -> User {
+    User {
+        id: row.id.to_string(),
+        email: row.email.clone(),
+        display_name: row.display_name.clone(),
+        role: proto_role(&row.role) as i32,
+        create_time: Some(timestamp(row.create_time)),
+        update_time: Some(timestamp(row.update_time)),
+    }
+}
+
+fn page_token(row: &UserRow) -> String {
+    let token = PageToken {
+        create_time: Some(timestamp(row.create_time)),
+        id: row.id.to_string(),
+    };
+    URL_SAFE_NO_PAD.encode(token.encode_to_vec())
+}
+
+fn parse_page_token(token: &str) -> Result<Option<(DateTime<Utc>, Uuid)>, AccountsError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| AccountsError::PageToken)?;
+    let token = PageToken::decode(bytes.as_slice()).map_err(|_| AccountsError::PageToken)?;
+    let time = token.create_time.ok_or(AccountsError::PageToken)?;
+    let time = DateTime::from_timestamp(time.seconds, u32::try_from(time.nanos).unwrap_or(0))
+        .ok_or(AccountsError::PageToken)?;
+    let id = Uuid::parse_str(&token.id).map_err(|_| AccountsError::PageToken)?;
+    Ok(Some((time, id)))
+}
+
+fn caller<T>(request: &Request<T>) -> Result<AuthenticatedUser, AccountsError> {
+    // The contract stage admits signed-in methods only with a user.
+    AuthenticatedUser::of(request)
+        .cloned()
+        .ok_or_else(|| AccountsError::Internal("a signed-in method ran without a user".into()))
+}
+
+#[tonic::async_trait]
+impl AccountsService for Accounts {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        let admin_caller = AuthenticatedUser::of(&request).is_some_and(|user| user.role == "admin");
+        let body = request.into_inner();
+        let email = Email::parse(&body.email).map_err(invalid("email"))?;
+        let password = Password::new(&body.password).map_err(invalid("password"))?;
+        let name = DisplayName::parse(&body.display_name).map_err(invalid("display_name"))?;
+        let role = domain_role(body.role()).map_err(invalid("role"))?;
+        if role == Role::Admin && !admin_caller {
+            return Err(AccountsError::RoleNotAssignable.into());
+        }
+        let hash = self
+            .hashing
+            .hash(password)
+            .await
+            .map_err(|error| AccountsError::Internal(error.to_string()))?;
+        let mut conn = self.db.connection().await.map_err(AccountsError::from)?;
+        let row = store::insert_user(
+            &mut conn,
+            &NewUser {
+                id: Uuid::new_v4(),
+                email: email.as_str(),
+                password_hash: &hash,
+                display_name: name.as_str(),
+                role: role.as_str(),
+            },
+        )
+        .await
+        .map_err(AccountsError::from)?;
+        Ok(Response::new(RegisterResponse {
+            user: Some(user_message(&row)),
+        }))
+    }
+
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
+        let body = request.into_inner();
+        // A malformed e-mail or an over-long password is the same wrong login.
+        let (Ok(email), Ok(password)) = (
+            Email::parse(&body.email),
+            Password::presented(&body.password),
+        ) else {
+            return Err(AccountsError::InvalidCredentials.into());
+        };
+        let mut conn = self.db.connection().await.map_err(AccountsError::from)?;
+        let user = store::user_by_email(&mut conn, email.as_str())
+            .await
+            .map_err(AccountsError::from)?;
+        drop(conn);
+        let matched = self
+            .hashing
+            .verify(
+                password,
+                user.as_ref().map(|user| user.password_hash.clone()),
+            )
+            .await
+            .map_err(|error| AccountsError::Internal(error.to_string()))?;
+        let Some(user) = user.filter(|_| matched) else {
+            return Err(AccountsError::InvalidCredentials.into());
+        };
+        let (access_token, refresh_token) = self.issue(&user, Uuid::new_v4()).await?;
+        Ok(Response::new(LoginResponse {
+            access_token,
+            refresh_token,
+            expires_in: self.expires_in(),
+            token_type: "Bearer".into(),
+        }))
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<RefreshRequest>,
+    ) -> Result<Response<RefreshResponse>, Status> {
+        let presented = hash_token(&request.into_inner().refresh_token);
+        let successor = random_token()?;
+        let mut conn = self.db.connection().await.map_err(AccountsError::from)?;
+        let outcome = store::rotate_refresh_token(
+            &mut conn,
+            &presented,
+            &hash_token(&successor),
+            self.refresh_expiry()?,
+            Utc::now(),
+        )
+        .await
+        .map_err(AccountsError::from)?;
+        let user_id = match outcome {
+            Rotation::Rotated { user_id } => user_id,
+            Rotation::Reused => return Err(AccountsError::RefreshReused.into()),
+            Rotation::Invalid => return Err(AccountsError::RefreshInvalid.into()),
+        };
+        let user = store::user_by_id(&mut conn, user_id)
+            .await
+            .map_err(AccountsError::from)?
+            .ok_or(AccountsError::RefreshInvalid)?;
+        drop(conn);
+        let (access_token, _) = self
+            .signer()
+            .await?
+            .sign(
+                &user.id.to_string(),
+                &user.role,
+                self.tokens.access_lifetime,
+            )
+            .map_err(|error| AccountsError::Internal(error.to_string()))?;
+        Ok(Response::new(RefreshResponse {
+            access_token,
+            refresh_token: successor,
+            expires_in: self.expires_in(),
+            token_type: "Bearer".into(),
+        }))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<LogoutRequest>,
+    ) -> Result<Response<LogoutResponse>, Status> {
+        let presented = hash_token(&request.into_inner().refresh_token);
+        let mut conn = self.db.connection().await.map_err(AccountsError::from)?;
+        // Logging out twice, or with a stale token, is not an error worth telling.
+        store::revoke_family_of(&mut conn, &presented, Utc::now())
+            .await
+            .map_err(AccountsError::from)?;
+        Ok(Response::new(LogoutResponse {}))
+    }
+
+    async fn get_me(&self, request: Request<GetMeRequest>) -> Result<Response<User>, Status> {
+        let me = caller(&request)?;
+        let id = Uuid::parse_str(&me.user_id).map_err(|_| AccountsError::UserNotFound)?;
+        let mut conn = self.db.connection().await.map_err(AccountsError::from)?;
+        let row = store::user_by_id(&mut conn, id)
+            .await
+            .map_err(AccountsError::from)?
+            .ok_or(AccountsError::UserNotFound)?;
+        Ok(Response::new(user_message(&row)))
+    }
+
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        let me = caller(&request)?;
+        let wanted = request.get_ref().user_id.clone();
+        if me.role != "admin" && me.user_id != wanted {
+            return Err(AccountsError::NotOwner.into());
+        }
+        let id = Uuid::parse_str(&wanted).map_err(|_| AccountsError::UserNotFound)?;
+        let mut conn = self.db.connection().await.map_err(AccountsError::from)?;
+        let row = store::user_by_id(&mut conn, id)
+            .await
+            .map_err(AccountsError::from)?
+            .ok_or(AccountsError::UserNotFound)?;
+        Ok(Response::new(user_message(&row)))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        let body = request.into_inner();
+        let size = match i64::from(body.page_size) {
+            0 => DEFAULT_PAGE_SIZE,
+            size => size.min(MAX_PAGE_SIZE),
+        };
+        let after = parse_page_token(&body.page_token)?;
+        let role = match body.role() {
+            ProtoRole::Unspecified => None,
+            role => Some(domain_role(role).map_err(invalid("role"))?.as_str()),
+        };
+        let mut conn = self.db.connection().await.map_err(AccountsError::from)?;
+        // One more than asked tells whether another page follows.
+        let mut rows = store::list_users(&mut conn, role, after, size + 1)
+            .await
+            .map_err(AccountsError::from)?;
+        let next_page_token = if rows.len() > usize::try_from(size).unwrap_or(usize::MAX) {
+            rows.truncate(usize::try_from(size).unwrap_or(0));
+            rows.last().map(page_token).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListUsersResponse {
+            users: rows.iter().map(user_message).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<GetJwksRequest>,
+    ) -> Result<Response<JsonWebKeySet>, Status> {
+        let keys = StoredKeys {
+            db: self.db.clone(),
+        }
+        .fetch()
+        .await
+        .map_err(|error| AccountsError::Internal(error.to_string()))?;
+        Ok(Response::new(JsonWebKeySet {
+            keys: keys
+                .into_iter()
+                .map(|key| JsonWebKey {
+                    kty: "OKP".into(),
+                    crv: "Ed25519".into(),
+                    kid: key.kid,
+                    x: key.x,
+                    alg: "EdDSA".into(),
+                    r#use: "sig".into(),
+                })
+                .collect(),
+        }))
+    }
+}

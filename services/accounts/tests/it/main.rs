@@ -1,0 +1,419 @@
+//! The accounts service over its real stack: mutual TLS, the contract stage,
+//! argon2id, a cloned PostgreSQL database, generated clients making calls.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use safra::{
+    accounts::v1::{
+        GetJwksRequest, GetMeRequest, GetUserRequest, ListUsersRequest, LoginRequest,
+        LoginResponse, LogoutRequest, RefreshRequest, RegisterRequest, Role,
+        accounts_service_client::AccountsServiceClient,
+        accounts_service_server::AccountsServiceServer,
+    },
+    auth::{DEFAULT_ISSUER, TokenVerifier},
+    client::MeshChannel,
+    db::Database,
+    mesh::Service,
+    server::MeshServer,
+    status,
+};
+use safra_accounts::{
+    api::{Accounts, TokenSettings},
+    domain::{Argon2id, HashingPool, KeyEncryption, Password, PasswordHashing},
+    store::{self, NewUser},
+};
+use safra_test_support::{TestDatabase, TestPki};
+use tonic::{Code, Request, Status};
+
+struct Running {
+    client: AccountsServiceClient<MeshChannel>,
+    database: TestDatabase,
+    _pki: TestPki,
+}
+
+async fn spawn_accounts() -> Running {
+    let pki = TestPki::new();
+    let database = TestDatabase::migrated("accounts", &safra_accounts::MIGRATIONS)
+        .await
+        .expect("database");
+    let db = Database::connect(&database.config()).await.expect("pool");
+    let hashing = HashingPool::new(Arc::new(Argon2id::new().expect("argon2")), 4).expect("hashing");
+    let accounts = Accounts::new(
+        db,
+        hashing,
+        KeyEncryption::new(&[9_u8; 32]).expect("key"),
+        TokenSettings::default(),
+    )
+    .await
+    .expect("accounts");
+    let verifier = Arc::new(TokenVerifier::new(DEFAULT_ISSUER, accounts.key_source()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr: SocketAddr = listener.local_addr().expect("addr");
+    let server = MeshServer::new(Service::Accounts, pki.tls("accounts"), verifier)
+        .expect("server")
+        .add_service(AccountsServiceServer::new(accounts));
+    tokio::spawn(server.serve(listener, &[], std::future::pending()));
+    let channel = safra::client::mesh_channel(&pki.tls("gateway"), "accounts", &addr.to_string())
+        .expect("channel");
+    Running {
+        client: AccountsServiceClient::new(channel),
+        database,
+        _pki: pki,
+    }
+}
+
+fn register(email: &str, role: Role) -> RegisterRequest {
+    RegisterRequest {
+        email: email.into(),
+        password: "correct horse battery".into(),
+        display_name: "Ana".into(),
+        role: role as i32,
+    }
+}
+
+async fn login(client: &mut AccountsServiceClient<MeshChannel>, email: &str) -> LoginResponse {
+    client
+        .login(LoginRequest {
+            email: email.into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .expect("login")
+        .into_inner()
+}
+
+fn bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
+fn reason(status: &Status) -> String {
+    status::details(status)
+        .error_info
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn register_login_refresh_with_reuse_detection_and_jwks() {
+    let mut running = spawn_accounts().await;
+    let client = &mut running.client;
+    let user = client
+        .register(register("  Ana@Fazenda.com.BR ", Role::Producer))
+        .await
+        .expect("registered")
+        .into_inner()
+        .user
+        .expect("user");
+    assert_eq!(user.email, "ana@fazenda.com.br", "normalised");
+
+    let tokens = login(client, "ANA@fazenda.com.br").await;
+    assert_eq!(
+        (tokens.token_type.as_str(), tokens.expires_in),
+        ("Bearer", 900)
+    );
+    let me = client
+        .get_me(bearer(GetMeRequest {}, &tokens.access_token))
+        .await
+        .expect("me")
+        .into_inner();
+    assert_eq!(
+        (me.id.as_str(), me.role()),
+        (user.id.as_str(), Role::Producer)
+    );
+
+    let jwks = client
+        .get_jwks(GetJwksRequest {})
+        .await
+        .expect("jwks")
+        .into_inner();
+    assert_eq!(jwks.keys.len(), 1);
+    let header = jsonwebtoken_header_kid(&tokens.access_token);
+    assert_eq!(
+        jwks.keys[0].kid, header,
+        "the token names the published key"
+    );
+
+    let rotated = client
+        .refresh(RefreshRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .expect("refreshed")
+        .into_inner();
+    assert_ne!(rotated.refresh_token, tokens.refresh_token);
+    client
+        .get_me(bearer(GetMeRequest {}, &rotated.access_token))
+        .await
+        .expect("the new access token works");
+
+    let replay = client
+        .refresh(RefreshRequest {
+            refresh_token: tokens.refresh_token,
+        })
+        .await
+        .expect_err("reuse");
+    assert_eq!(
+        (replay.code(), reason(&replay).as_str()),
+        (Code::Unauthenticated, "REFRESH_TOKEN_REUSED")
+    );
+    let after = client
+        .refresh(RefreshRequest {
+            refresh_token: rotated.refresh_token,
+        })
+        .await
+        .expect_err("the family is revoked");
+    assert_eq!(reason(&after), "REFRESH_TOKEN_INVALID");
+}
+
+/// The `kid` in a JWT's header, read without verifying anything.
+fn jsonwebtoken_header_kid(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().expect("three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .expect("base64url");
+    let text = String::from_utf8(bytes).expect("utf-8");
+    let start = text.find("\"kid\":\"").expect("a kid") + 7;
+    text[start..].split('"').next().expect("closed").to_owned()
+}
+
+#[tokio::test]
+async fn a_duplicate_email_in_any_case_is_already_exists() {
+    let mut running = spawn_accounts().await;
+    running
+        .client
+        .register(register("ana@x.io", Role::Investor))
+        .await
+        .expect("first");
+    let status = running
+        .client
+        .register(register("ANA@X.IO", Role::Investor))
+        .await
+        .expect_err("duplicate");
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (Code::AlreadyExists, "EMAIL_TAKEN")
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_email_and_a_wrong_password_get_the_same_answer() {
+    let mut running = spawn_accounts().await;
+    running
+        .client
+        .register(register("ana@x.io", Role::Investor))
+        .await
+        .expect("registered");
+    let wrong = running
+        .client
+        .login(LoginRequest {
+            email: "ana@x.io".into(),
+            password: "not the password".into(),
+        })
+        .await
+        .expect_err("wrong password");
+    let unknown = running
+        .client
+        .login(LoginRequest {
+            email: "nobody@x.io".into(),
+            password: "not the password".into(),
+        })
+        .await
+        .expect_err("unknown email");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    assert_eq!(
+        (wrong.code(), wrong.message()),
+        (unknown.code(), unknown.message())
+    );
+    assert_eq!(reason(&wrong), "INVALID_CREDENTIALS");
+}
+
+#[tokio::test]
+async fn only_admins_make_admins_read_others_and_list_users() {
+    let mut running = spawn_accounts().await;
+    let status = running
+        .client
+        .register(register("boss@x.io", Role::Admin))
+        .await
+        .expect_err("no self-made admins");
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (Code::PermissionDenied, "ROLE_ASSIGNMENT_NOT_ALLOWED")
+    );
+
+    // The first admin comes from outside (bootstrap); here, straight into the store.
+    let hash = Argon2id::new()
+        .expect("argon2")
+        .hash(&Password::new("correct horse battery").expect("valid"))
+        .expect("hash");
+    let mut conn = safra::db::connect_once(running.database.url().expose())
+        .await
+        .expect("connect");
+    store::insert_user(
+        &mut conn,
+        &NewUser {
+            id: uuid::Uuid::new_v4(),
+            email: "admin@x.io",
+            password_hash: &hash,
+            display_name: "Admin",
+            role: "admin",
+        },
+    )
+    .await
+    .expect("admin");
+    let client = &mut running.client;
+    let investor = client
+        .register(register("ana@x.io", Role::Investor))
+        .await
+        .expect("investor")
+        .into_inner()
+        .user
+        .expect("user");
+    let producer = client
+        .register(register("bia@x.io", Role::Producer))
+        .await
+        .expect("producer")
+        .into_inner()
+        .user
+        .expect("user");
+    let admin = login(client, "admin@x.io").await.access_token;
+    let ana = login(client, "ana@x.io").await.access_token;
+
+    let first = client
+        .list_users(bearer(
+            ListUsersRequest {
+                page_size: 2,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("admin lists")
+        .into_inner();
+    assert_eq!(first.users.len(), 2);
+    assert!(!first.next_page_token.is_empty());
+    let rest = client
+        .list_users(bearer(
+            ListUsersRequest {
+                page_size: 2,
+                page_token: first.next_page_token.clone(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("page 2")
+        .into_inner();
+    assert_eq!(rest.users.len(), 1);
+    assert!(rest.next_page_token.is_empty());
+    let producers = client
+        .list_users(bearer(
+            ListUsersRequest {
+                role: Role::Producer as i32,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect("filtered")
+        .into_inner();
+    assert_eq!(producers.users.len(), 1);
+    let bad_token = client
+        .list_users(bearer(
+            ListUsersRequest {
+                page_token: "garbage".into(),
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .expect_err("not our token");
+    assert_eq!(bad_token.code(), Code::InvalidArgument);
+    assert_eq!(
+        status::details(&bad_token).field_violations[0].field,
+        "page_token"
+    );
+
+    let denied = client
+        .list_users(bearer(ListUsersRequest::default(), &ana))
+        .await
+        .expect_err("investors do not list users");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    let status = client
+        .get_user(bearer(
+            GetUserRequest {
+                user_id: producer.id,
+            },
+            &ana,
+        ))
+        .await
+        .expect_err("another user's record");
+    assert_eq!(reason(&status), "RESOURCE_NOT_OWNED");
+    client
+        .get_user(bearer(
+            GetUserRequest {
+                user_id: investor.id.clone(),
+            },
+            &ana,
+        ))
+        .await
+        .expect("oneself");
+    client
+        .get_user(bearer(
+            GetUserRequest {
+                user_id: investor.id,
+            },
+            &admin,
+        ))
+        .await
+        .expect("an admin reads anyone");
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_bad_input_is_refused_with_fields() {
+    let mut running = spawn_accounts().await;
+    let client = &mut running.client;
+    client
+        .register(register("ana@x.io", Role::Investor))
+        .await
+        .expect("registered");
+    let tokens = login(client, "ana@x.io").await;
+    client
+        .logout(LogoutRequest {
+            refresh_token: tokens.refresh_token.clone(),
+        })
+        .await
+        .expect("logged out");
+    let status = client
+        .refresh(RefreshRequest {
+            refresh_token: tokens.refresh_token,
+        })
+        .await
+        .expect_err("revoked");
+    assert_eq!(reason(&status), "REFRESH_TOKEN_INVALID");
+
+    let status = client
+        .register(RegisterRequest {
+            email: "not-an-email".into(),
+            password: "short".into(),
+            display_name: String::new(),
+            role: Role::Investor as i32,
+        })
+        .await
+        .expect_err("invalid");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let fields: Vec<String> = status::details(&status)
+        .field_violations
+        .into_iter()
+        .map(|violation| violation.field)
+        .collect();
+    assert_eq!(fields, ["email", "password", "display_name"]);
+}
