@@ -2,12 +2,14 @@
 //! service and the gateway as a child process of this same binary;
 //! `serve <name>` runs one of them (what `up`, the container image and the
 //! Helm chart start); `certs` makes the development CA and certificates;
+//! `keys` rotates and lists the token-signing keys;
 //! `migrate` applies, reverts or lists migrations.
 //!
 //! Errors reach the user as one line on stderr and a non-zero exit.
 
 mod catalogue;
 mod certs;
+mod keys;
 mod migrate;
 mod postgres;
 mod serve;
@@ -49,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         action: certs::Action,
     },
+    /// Rotate or list the accounts service's token-signing keys.
+    Keys {
+        #[command(subcommand)]
+        action: keys::Action,
+    },
     /// Apply, revert or list the migrations of the service databases.
     Migrate {
         #[command(subcommand)]
@@ -66,6 +73,7 @@ async fn main() -> ExitCode {
         Command::Up => up::run().await,
         Command::Serve { name } => serve::run(name).await,
         Command::Certs { action } => certs::run(&action),
+        Command::Keys { action } => keys::run(action).await,
         Command::Migrate { action, service } => migrate::run(action, service).await,
     };
     match outcome {

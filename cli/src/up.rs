@@ -41,6 +41,8 @@ struct Layout {
     gateway: SocketAddr,
     services: Vec<(Service, SocketAddr, SocketAddr)>,
     database_prefix: String,
+    admin_email: String,
+    admin_password: Option<safra::config::Secret>,
 }
 
 impl Layout {
@@ -65,6 +67,8 @@ impl Layout {
             gateway: reader.socket_addr_or("SAFRA_GATEWAY_ADDR", mesh::default_gateway_addr())?,
             services,
             database_prefix: reader.string_or("SAFRA_DB_PREFIX", "safra")?,
+            admin_email: reader.string_or("SAFRA_ADMIN_EMAIL", "admin@safra.local")?,
+            admin_password: reader.optional_secret("SAFRA_ADMIN_PASSWORD")?,
         })
     }
 }
@@ -122,6 +126,7 @@ async fn run_mesh(
     key_file: &Path,
 ) -> anyhow::Result<()> {
     prepare_databases(layout, server_url).await?;
+    bootstrap_admin(layout, server_url, key_file).await?;
 
     let mut running = Vec::new();
     let started = start_children(layout, server_url, logs, key_file, &mut running).await;
@@ -151,6 +156,54 @@ async fn prepare_databases(layout: &Layout, server_url: &str) -> anyhow::Result<
         .with_context(|| format!("migrating database {name}"))?;
     }
     Ok(())
+}
+
+/// Makes the first admin from `SAFRA_ADMIN_EMAIL` (default
+/// `admin@safra.local`) and `SAFRA_ADMIN_PASSWORD`; without a password one
+/// is generated and shown once, on stderr.
+#[allow(
+    clippy::print_stderr,
+    reason = "the generated password is shown once, to the operator"
+)]
+async fn bootstrap_admin(layout: &Layout, server_url: &str, key_file: &Path) -> anyhow::Result<()> {
+    let mut source = std::collections::HashMap::new();
+    source.insert(
+        "SAFRA_ACCOUNTS_DATABASE_URL".to_owned(),
+        db::with_database(
+            server_url,
+            &Service::Accounts.database_name(&layout.database_prefix),
+        ),
+    );
+    source.insert(
+        "SAFRA_KEY_ENCRYPTION_KEY".to_owned(),
+        std::fs::read_to_string(key_file).context("reading the key-encryption key")?,
+    );
+    let accounts = crate::keys::open(Reader::new(&source)).await?;
+    let generated = layout.admin_password.is_none();
+    let password = match &layout.admin_password {
+        Some(password) => password.expose().to_owned(),
+        None => generate_password()?,
+    };
+    let made = accounts
+        .ensure_admin(&layout.admin_email, &password)
+        .await
+        .context("SAFRA_ADMIN_EMAIL / SAFRA_ADMIN_PASSWORD")?;
+    if made && generated {
+        eprintln!(
+            "safra: first admin {} created with password {password} (shown once; set SAFRA_ADMIN_PASSWORD to choose it)",
+            layout.admin_email
+        );
+    }
+    Ok(())
+}
+
+/// 18 random bytes as base64url: 24 characters.
+fn generate_password() -> anyhow::Result<String> {
+    use base64::Engine;
+    let mut bytes = [0_u8; 18];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| anyhow::anyhow!("no randomness for the admin password"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// The key that seals the accounts service's signing keys, made once in

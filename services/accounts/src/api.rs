@@ -231,6 +231,56 @@ impl Accounts {
         Ok(kid)
     }
 
+    /// Makes the first admin unless a user with `email` exists. Returns
+    /// whether it was made. `safra up` calls it with `SAFRA_ADMIN_EMAIL`.
+    ///
+    /// # Errors
+    /// Invalid e-mail or password, or the database.
+    pub async fn ensure_admin(&self, email: &str, password: &str) -> Result<bool, AccountsError> {
+        let email = Email::parse(email).map_err(invalid("email"))?;
+        let password = Password::new(password).map_err(invalid("password"))?;
+        let mut conn = self.db.connection().await?;
+        if store::user_by_email(&mut conn, email.as_str())
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        drop(conn);
+        let hash = self
+            .hashing
+            .hash(password)
+            .await
+            .map_err(|error| AccountsError::Internal(error.to_string()))?;
+        let mut conn = self.db.connection().await?;
+        let created = store::insert_user(
+            &mut conn,
+            &NewUser {
+                id: Uuid::new_v4(),
+                email: email.as_str(),
+                password_hash: &hash,
+                display_name: "Administrator",
+                role: Role::Admin.as_str(),
+            },
+        )
+        .await;
+        match created {
+            Ok(_) => Ok(true),
+            // Another replica made it first.
+            Err(StoreError::EmailTaken) => Ok(false),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// The signing keys, newest first, for `safra keys list`.
+    ///
+    /// # Errors
+    /// The database.
+    pub async fn signing_keys(&self) -> Result<Vec<store::SigningKeyRow>, AccountsError> {
+        let mut conn = self.db.connection().await?;
+        Ok(store::all_signing_keys(&mut conn).await?)
+    }
+
     /// Where this service's own verifier finds the published keys.
     #[must_use]
     pub fn key_source(&self) -> Arc<dyn KeySource> {

@@ -393,6 +393,20 @@ pub async fn current_signing_key(
         .optional()
 }
 
+/// Every signing key, newest first.
+///
+/// # Errors
+/// A database error.
+pub async fn all_signing_keys(
+    conn: &mut AsyncPgConnection,
+) -> Result<Vec<SigningKeyRow>, DieselError> {
+    signing_keys::table
+        .order(signing_keys::create_time.desc())
+        .select(SigningKeyRow::as_select())
+        .load(conn)
+        .await
+}
+
 /// The keys the JWKS publishes at `now`: every key whose tokens may still be
 /// valid, newest first.
 ///

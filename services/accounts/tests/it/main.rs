@@ -28,6 +28,7 @@ use tonic::{Code, Request, Status};
 struct Running {
     client: AccountsServiceClient<MeshChannel>,
     database: TestDatabase,
+    accounts: Accounts,
     _pki: TestPki,
 }
 
@@ -53,13 +54,14 @@ async fn spawn_accounts() -> Running {
     let addr: SocketAddr = listener.local_addr().expect("addr");
     let server = MeshServer::new(Service::Accounts, pki.tls("accounts"), verifier)
         .expect("server")
-        .add_service(AccountsServiceServer::new(accounts));
+        .add_service(AccountsServiceServer::new(accounts.clone()));
     tokio::spawn(server.serve(listener, &[], std::future::pending()));
     let channel = safra::client::mesh_channel(&pki.tls("gateway"), "accounts", &addr.to_string())
         .expect("channel");
     Running {
         client: AccountsServiceClient::new(channel),
         database,
+        accounts,
         _pki: pki,
     }
 }
@@ -416,4 +418,76 @@ async fn logout_ends_the_session_and_bad_input_is_refused_with_fields() {
         .map(|violation| violation.field)
         .collect();
     assert_eq!(fields, ["email", "password", "display_name"]);
+}
+
+#[tokio::test]
+async fn the_first_admin_is_made_once_and_signs_in_and_keys_rotate() {
+    let mut running = spawn_accounts().await;
+    let made = running
+        .accounts
+        .ensure_admin("Admin@Safra.local", "a long admin password")
+        .await
+        .expect("made");
+    assert!(made);
+    let again = running
+        .accounts
+        .ensure_admin("admin@safra.local", "another long password")
+        .await
+        .expect("checked");
+    assert!(!again, "made once");
+    let tokens = running
+        .client
+        .login(LoginRequest {
+            email: "admin@safra.local".into(),
+            password: "a long admin password".into(),
+        })
+        .await
+        .expect("the admin signs in")
+        .into_inner();
+    let me = running
+        .client
+        .get_me(bearer(GetMeRequest {}, &tokens.access_token))
+        .await
+        .expect("me")
+        .into_inner();
+    assert_eq!(me.role(), Role::Admin);
+
+    let before = jsonwebtoken_header_kid(&tokens.access_token);
+    let rotated = running.accounts.rotate_keys().await.expect("rotated");
+    assert_ne!(rotated, before);
+    let kids: Vec<String> = running
+        .accounts
+        .signing_keys()
+        .await
+        .expect("keys")
+        .into_iter()
+        .map(|key| key.kid)
+        .collect();
+    assert_eq!(kids, [rotated.clone(), before.clone()]);
+    let fresh = running
+        .client
+        .login(LoginRequest {
+            email: "admin@safra.local".into(),
+            password: "a long admin password".into(),
+        })
+        .await
+        .expect("login")
+        .into_inner();
+    assert_eq!(
+        jsonwebtoken_header_kid(&fresh.access_token),
+        rotated,
+        "new tokens use the new key"
+    );
+    running
+        .client
+        .get_me(bearer(GetMeRequest {}, &tokens.access_token))
+        .await
+        .expect("a token of the old key still verifies");
+    let jwks = running
+        .client
+        .get_jwks(GetJwksRequest {})
+        .await
+        .expect("jwks")
+        .into_inner();
+    assert_eq!(jwks.keys.len(), 2, "both keys are published");
 }
