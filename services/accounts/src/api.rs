@@ -19,6 +19,7 @@ use safra::{
     auth::{AuthenticatedUser, KeySource, KeysFuture, PublicKey, SigningKey, TokenSigner},
     db::{Database, DbError},
     status::{self, Violation},
+    tls::PeerInfo,
     r#type::v1::{ErrorReason, PageToken},
 };
 use sha2::{Digest, Sha256};
@@ -31,6 +32,13 @@ use crate::{
     },
     store::{self, NewRefreshToken, NewSigningKey, NewUser, Rotation, StoreError, UserRow},
 };
+
+/// Failed logins allowed per account, and per client address (shared by
+/// everyone behind one NAT), before each further one locks for longer.
+const FREE_FAILURES_PER_ACCOUNT: i32 = 5;
+const FREE_FAILURES_PER_ADDRESS: i32 = 20;
+/// Failures older than this are forgotten; no lock lasts longer.
+const THROTTLE_WINDOW_MINUTES: i64 = 15;
 
 /// Page size when a list request names none, and the most it may ask for.
 const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -90,6 +98,9 @@ pub enum AccountsError {
     /// Only admins make admins.
     #[error("only an admin may register an admin")]
     RoleNotAssignable,
+    /// Too many failed logins for this account or address.
+    #[error("too many failed sign-ins; try again later")]
+    Throttled(Duration),
     /// A page token this service did not make.
     #[error("the page token is not valid")]
     PageToken,
@@ -145,6 +156,9 @@ impl From<AccountsError> for Status {
             }
             AccountsError::RoleNotAssignable => {
                 status::permission_denied(ErrorReason::RoleAssignmentNotAllowed, message)
+            }
+            AccountsError::Throttled(retry_after) => {
+                status::resource_exhausted(ErrorReason::LoginThrottled, message, retry_after)
             }
             AccountsError::PageToken => status::invalid_argument(&[Violation {
                 field: "page_token".into(),
@@ -346,6 +360,68 @@ impl Accounts {
     }
 }
 
+impl Accounts {
+    /// RESOURCE_EXHAUSTED while any of `keys` is locked.
+    async fn refuse_if_throttled(&self, keys: &[String]) -> Result<(), AccountsError> {
+        let mut conn = self.db.connection().await?;
+        let now = Utc::now();
+        match store::locked_until(&mut conn, keys, now).await? {
+            Some(until) => Err(AccountsError::Throttled(
+                (until - now).to_std().unwrap_or(Duration::from_secs(1)),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The user whose e-mail and password these are. A malformed e-mail, an
+    /// over-long password, an unknown e-mail and a wrong password are all
+    /// the same `None`, and each costs one argon2id verification at most.
+    async fn check_credentials(
+        &self,
+        body: &LoginRequest,
+    ) -> Result<Option<UserRow>, AccountsError> {
+        let (Ok(email), Ok(password)) = (
+            Email::parse(&body.email),
+            Password::presented(&body.password),
+        ) else {
+            return Ok(None);
+        };
+        let mut conn = self.db.connection().await?;
+        let user = store::user_by_email(&mut conn, email.as_str()).await?;
+        drop(conn);
+        let matched = self
+            .hashing
+            .verify(
+                password,
+                user.as_ref().map(|user| user.password_hash.clone()),
+            )
+            .await
+            .map_err(|error| AccountsError::Internal(error.to_string()))?;
+        Ok(user.filter(|_| matched))
+    }
+}
+
+/// The caller's address for throttling: what the gateway says in
+/// `x-forwarded-for` (trusted only from the gateway's certificate), else
+/// the connection's own address.
+fn client_address<T>(request: &Request<T>) -> String {
+    let peer = PeerInfo::of(request);
+    let from_gateway = peer.and_then(|peer| peer.service.as_deref()) == Some("gateway");
+    if from_gateway
+        && let Some(forwarded) = request
+            .metadata()
+            .get("x-forwarded-for")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    {
+        return forwarded.to_owned();
+    }
+    peer.and_then(|peer| peer.remote_addr)
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string())
+}
+
 /// 256 random bits, base64url: an opaque refresh token.
 fn random_token() -> Result<String, AccountsError> {
     let mut bytes = [0_u8; 32];
@@ -496,30 +572,31 @@ impl AccountsService for Accounts {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
+        let address = client_address(&request);
         let body = request.into_inner();
-        // A malformed e-mail or an over-long password is the same wrong login.
-        let (Ok(email), Ok(password)) = (
-            Email::parse(&body.email),
-            Password::presented(&body.password),
-        ) else {
+        let account_key = format!("email:{}", body.email.trim().to_lowercase());
+        let address_key = format!("addr:{address}");
+        self.refuse_if_throttled(&[account_key.clone(), address_key.clone()])
+            .await?;
+        let outcome = self.check_credentials(&body).await;
+        let mut conn = self.db.connection().await.map_err(AccountsError::from)?;
+        let Some(user) = outcome? else {
+            let window = chrono::Duration::minutes(THROTTLE_WINDOW_MINUTES);
+            let now = Utc::now();
+            for (key, free) in [
+                (&account_key, FREE_FAILURES_PER_ACCOUNT),
+                (&address_key, FREE_FAILURES_PER_ADDRESS),
+            ] {
+                store::record_failure(&mut conn, key, now, free, window, window)
+                    .await
+                    .map_err(AccountsError::from)?;
+            }
             return Err(AccountsError::InvalidCredentials.into());
         };
-        let mut conn = self.db.connection().await.map_err(AccountsError::from)?;
-        let user = store::user_by_email(&mut conn, email.as_str())
+        store::clear_failures(&mut conn, &account_key)
             .await
             .map_err(AccountsError::from)?;
         drop(conn);
-        let matched = self
-            .hashing
-            .verify(
-                password,
-                user.as_ref().map(|user| user.password_hash.clone()),
-            )
-            .await
-            .map_err(|error| AccountsError::Internal(error.to_string()))?;
-        let Some(user) = user.filter(|_| matched) else {
-            return Err(AccountsError::InvalidCredentials.into());
-        };
         let (access_token, refresh_token) = self.issue(&user, Uuid::new_v4()).await?;
         Ok(Response::new(LoginResponse {
             access_token,

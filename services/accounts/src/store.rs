@@ -9,7 +9,7 @@ use diesel::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::schema::{refresh_tokens, signing_keys, users};
+use crate::schema::{login_throttles, refresh_tokens, signing_keys, users};
 
 /// A stored user.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -307,6 +307,75 @@ pub async fn revoke_family_of(
         Some(family_id) => revoke_family(conn, family_id, now).await.map(|()| true),
         None => Ok(false),
     }
+}
+
+/// Until when the latest of `keys` is locked, if any is locked at `now`.
+///
+/// # Errors
+/// A database error.
+pub async fn locked_until(
+    conn: &mut AsyncPgConnection,
+    keys: &[String],
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, DieselError> {
+    let until: Vec<Option<DateTime<Utc>>> = login_throttles::table
+        .filter(login_throttles::key.eq_any(keys))
+        .filter(login_throttles::locked_until.gt(now))
+        .select(login_throttles::locked_until)
+        .load(conn)
+        .await?;
+    Ok(until.into_iter().flatten().max())
+}
+
+/// Counts a failed login against `key` and locks it once `free` failures
+/// have happened within `window`: 1 s after the first failure past `free`,
+/// doubling with each further one, at most `max_lock`. One statement, so
+/// concurrent failures on several replicas all count.
+///
+/// # Errors
+/// A database error.
+pub async fn record_failure(
+    conn: &mut AsyncPgConnection,
+    key: &str,
+    now: DateTime<Utc>,
+    free: i32,
+    window: chrono::Duration,
+    max_lock: chrono::Duration,
+) -> Result<(), DieselError> {
+    use diesel::sql_types::{Integer, Interval, Text, Timestamptz};
+
+    diesel::sql_query(
+        "INSERT INTO login_throttles AS t (key, failures, last_failure) VALUES ($1, 1, $2) \
+         ON CONFLICT (key) DO UPDATE SET \
+           failures = CASE WHEN t.last_failure < $2 - $4 THEN 1 ELSE t.failures + 1 END, \
+           last_failure = $2, \
+           locked_until = CASE \
+             WHEN t.last_failure < $2 - $4 OR t.failures + 1 <= $3 THEN t.locked_until \
+             ELSE $2 + least($5, interval '1 second' * power(2, t.failures + 1 - $3 - 1)) END",
+    )
+    .bind::<Text, _>(key)
+    .bind::<Timestamptz, _>(now)
+    .bind::<Integer, _>(free)
+    .bind::<Interval, _>(diesel::data_types::PgInterval::from_microseconds(
+        window.num_microseconds().unwrap_or(i64::MAX),
+    ))
+    .bind::<Interval, _>(diesel::data_types::PgInterval::from_microseconds(
+        max_lock.num_microseconds().unwrap_or(i64::MAX),
+    ))
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// Forgets the failures of `key` (after a successful login).
+///
+/// # Errors
+/// A database error.
+pub async fn clear_failures(conn: &mut AsyncPgConnection, key: &str) -> Result<(), DieselError> {
+    diesel::delete(login_throttles::table.find(key))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// A stored signing key (private half sealed).
@@ -638,6 +707,56 @@ mod tests {
         .await
         .expect("ran");
         assert_eq!(outcome, Rotation::Invalid);
+    }
+
+    #[tokio::test]
+    async fn failures_lock_after_the_free_ones_doubling_and_reset_after_the_window() {
+        let (_database, mut conn) = database().await;
+        let key = "email:ana@x.io".to_owned();
+        let window = chrono::Duration::minutes(15);
+        // PostgreSQL keeps microseconds; so does this instant.
+        let start = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).expect("now");
+        for _ in 0..5 {
+            record_failure(&mut conn, &key, start, 5, window, window)
+                .await
+                .expect("failure");
+        }
+        assert_eq!(
+            locked_until(&mut conn, std::slice::from_ref(&key), start)
+                .await
+                .expect("query"),
+            None,
+            "five failures are free"
+        );
+        record_failure(&mut conn, &key, start, 5, window, window)
+            .await
+            .expect("sixth");
+        let first = locked_until(&mut conn, std::slice::from_ref(&key), start)
+            .await
+            .expect("query")
+            .expect("locked");
+        assert_eq!((first - start).num_seconds(), 1);
+        record_failure(&mut conn, &key, start, 5, window, window)
+            .await
+            .expect("seventh");
+        let second = locked_until(&mut conn, std::slice::from_ref(&key), start)
+            .await
+            .expect("query")
+            .expect("locked");
+        assert_eq!((second - start).num_seconds(), 2, "the lock doubles");
+
+        let much_later = start + window + chrono::Duration::minutes(1);
+        record_failure(&mut conn, &key, much_later, 5, window, window)
+            .await
+            .expect("fresh");
+        assert_eq!(
+            locked_until(&mut conn, std::slice::from_ref(&key), much_later)
+                .await
+                .expect("query"),
+            None,
+            "old failures are forgotten"
+        );
+        clear_failures(&mut conn, &key).await.expect("cleared");
     }
 
     #[tokio::test]

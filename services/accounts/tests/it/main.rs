@@ -29,6 +29,7 @@ struct Running {
     client: AccountsServiceClient<MeshChannel>,
     database: TestDatabase,
     accounts: Accounts,
+    addr: SocketAddr,
     _pki: TestPki,
 }
 
@@ -62,6 +63,7 @@ async fn spawn_accounts() -> Running {
         client: AccountsServiceClient::new(channel),
         database,
         accounts,
+        addr,
         _pki: pki,
     }
 }
@@ -490,4 +492,138 @@ async fn the_first_admin_is_made_once_and_signs_in_and_keys_rotate() {
         .expect("jwks")
         .into_inner();
     assert_eq!(jwks.keys.len(), 2, "both keys are published");
+}
+
+/// The throttle row of `key`: (failures, whether it is locked now).
+async fn throttle(database: &TestDatabase, key: &str) -> Option<(i32, bool)> {
+    use diesel::{
+        QueryableByName,
+        sql_types::{Bool, Integer, Text},
+    };
+    use diesel_async::RunQueryDsl;
+
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Integer)]
+        failures: i32,
+        #[diesel(sql_type = Bool)]
+        locked: bool,
+    }
+    let mut conn = safra::db::connect_once(database.url().expose())
+        .await
+        .expect("connect");
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT failures, coalesce(locked_until > now(), false) AS locked FROM login_throttles WHERE key = $1",
+    )
+    .bind::<Text, _>(key)
+    .load(&mut conn)
+    .await
+    .expect("query");
+    rows.into_iter()
+        .next()
+        .map(|row| (row.failures, row.locked))
+}
+
+fn wrong_login(email: &str) -> LoginRequest {
+    LoginRequest {
+        email: email.into(),
+        password: "not the password".into(),
+    }
+}
+
+#[tokio::test]
+async fn failed_logins_are_counted_and_a_locked_account_waits_even_with_the_right_password() {
+    let mut running = spawn_accounts().await;
+    running
+        .client
+        .register(register("ana@x.io", Role::Investor))
+        .await
+        .expect("registered");
+    for attempt in 1..=5 {
+        let status = running
+            .client
+            .login(wrong_login("ana@x.io"))
+            .await
+            .expect_err("wrong");
+        assert_eq!(reason(&status), "INVALID_CREDENTIALS", "attempt {attempt}");
+    }
+    assert_eq!(
+        throttle(&running.database, "email:ana@x.io").await,
+        Some((5, false)),
+        "five are free"
+    );
+    running
+        .client
+        .login(wrong_login("ana@x.io"))
+        .await
+        .expect_err("sixth");
+    let (failures, locked) = throttle(&running.database, "email:ana@x.io")
+        .await
+        .expect("row");
+    assert_eq!(failures, 6);
+    assert!(locked, "the sixth failure locks the account");
+
+    // Lock it for an hour, so the check below cannot race the clock.
+    let mut conn = safra::db::connect_once(running.database.url().expose())
+        .await
+        .expect("connect");
+    diesel_async::SimpleAsyncConnection::batch_execute(
+        &mut conn,
+        "UPDATE login_throttles SET locked_until = now() + interval '1 hour' WHERE key = 'email:ana@x.io'",
+    )
+    .await
+    .expect("extend the lock");
+    let status = running
+        .client
+        .login(LoginRequest {
+            email: "ana@x.io".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .expect_err("locked");
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (Code::ResourceExhausted, "LOGIN_THROTTLED")
+    );
+    let retry = status::details(&status)
+        .retry_info
+        .and_then(|info| info.retry_delay)
+        .expect("RetryInfo");
+    assert!(retry.seconds > 3000, "{retry:?}");
+}
+
+#[tokio::test]
+async fn the_client_address_comes_from_x_forwarded_for_only_when_the_gateway_sends_it() {
+    let mut running = spawn_accounts().await;
+    let mut forwarded = Request::new(wrong_login("nobody@x.io"));
+    forwarded.metadata_mut().insert(
+        "x-forwarded-for",
+        "203.0.113.7, 10.0.0.1".parse().expect("ascii"),
+    );
+    running.client.login(forwarded).await.expect_err("wrong");
+    assert_eq!(
+        throttle(&running.database, "addr:203.0.113.7").await,
+        Some((1, false))
+    );
+
+    // The same header from another service is not believed.
+    let channel = safra::client::mesh_channel(
+        &running._pki.tls("marketplace"),
+        "accounts",
+        &running.addr.to_string(),
+    )
+    .expect("channel");
+    let mut request = Request::new(wrong_login("nobody@x.io"));
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", "198.51.100.9".parse().expect("ascii"));
+    AccountsServiceClient::new(channel)
+        .login(request)
+        .await
+        .expect_err("wrong");
+    assert_eq!(throttle(&running.database, "addr:198.51.100.9").await, None);
+    assert_eq!(
+        throttle(&running.database, "addr:127.0.0.1").await,
+        Some((1, false))
+    );
 }
