@@ -281,6 +281,18 @@ impl Injector for HeaderInjector<'_> {
     }
 }
 
+/// The trace id of the current span, when inside a traced call (for audit
+/// records and error reports).
+#[must_use]
+pub fn current_trace_id() -> Option<String> {
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}
+
 /// The W3C trace context of inbound `headers`, as the parent of the span
 /// that serves them.
 #[must_use]

@@ -242,6 +242,11 @@ impl Accounts {
             lifetime,
         )
         .await?;
+        store::insert_audit(
+            &mut conn,
+            &audit(None, "signing_key.rotated", &kid, "EdDSA"),
+        )
+        .await?;
         Ok(kid)
     }
 
@@ -267,17 +272,15 @@ impl Accounts {
             .await
             .map_err(|error| AccountsError::Internal(error.to_string()))?;
         let mut conn = self.db.connection().await?;
-        let created = store::insert_user(
-            &mut conn,
-            &NewUser {
-                id: Uuid::new_v4(),
-                email: email.as_str(),
-                password_hash: &hash,
-                display_name: "Administrator",
-                role: Role::Admin.as_str(),
-            },
-        )
-        .await;
+        let admin = NewUser {
+            id: Uuid::new_v4(),
+            email: email.as_str(),
+            password_hash: &hash,
+            display_name: "Administrator",
+            role: Role::Admin.as_str(),
+        };
+        let record = audit(None, "admin.bootstrapped", &admin.id.to_string(), "admin");
+        let created = store::insert_audited_user(&mut conn, &admin, &record).await;
         match created {
             Ok(_) => Ok(true),
             // Another replica made it first.
@@ -422,6 +425,17 @@ fn client_address<T>(request: &Request<T>) -> String {
         .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string())
 }
 
+/// An audit record of `action` on `subject` by `actor`, in the current trace.
+fn audit(actor: Option<Uuid>, action: &str, subject: &str, detail: &str) -> store::NewAudit {
+    store::NewAudit {
+        actor_id: actor,
+        action: action.to_owned(),
+        subject: Some(subject.to_owned()),
+        detail: serde_json::json!({ "detail": detail }),
+        trace_id: safra::telemetry::current_trace_id(),
+    }
+}
+
 /// 256 random bits, base64url: an opaque refresh token.
 fn random_token() -> Result<String, AccountsError> {
     let mut bytes = [0_u8; 32];
@@ -536,13 +550,15 @@ impl AccountsService for Accounts {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
-        let admin_caller = AuthenticatedUser::of(&request).is_some_and(|user| user.role == "admin");
+        let admin_caller = AuthenticatedUser::of(&request)
+            .filter(|user| user.role == "admin")
+            .and_then(|user| Uuid::parse_str(&user.user_id).ok());
         let body = request.into_inner();
         let email = Email::parse(&body.email).map_err(invalid("email"))?;
         let password = Password::new(&body.password).map_err(invalid("password"))?;
         let name = DisplayName::parse(&body.display_name).map_err(invalid("display_name"))?;
         let role = domain_role(body.role()).map_err(invalid("role"))?;
-        if role == Role::Admin && !admin_caller {
+        if role == Role::Admin && admin_caller.is_none() {
             return Err(AccountsError::RoleNotAssignable.into());
         }
         let hash = self
@@ -551,17 +567,30 @@ impl AccountsService for Accounts {
             .await
             .map_err(|error| AccountsError::Internal(error.to_string()))?;
         let mut conn = self.db.connection().await.map_err(AccountsError::from)?;
-        let row = store::insert_user(
-            &mut conn,
-            &NewUser {
-                id: Uuid::new_v4(),
-                email: email.as_str(),
-                password_hash: &hash,
-                display_name: name.as_str(),
-                role: role.as_str(),
-            },
-        )
-        .await
+        let user = NewUser {
+            id: Uuid::new_v4(),
+            email: email.as_str(),
+            password_hash: &hash,
+            display_name: name.as_str(),
+            role: role.as_str(),
+        };
+        let row = match admin_caller {
+            // What an admin does to accounts is audited, with the user, atomically.
+            Some(admin) => {
+                store::insert_audited_user(
+                    &mut conn,
+                    &user,
+                    &audit(
+                        Some(admin),
+                        "user.created_by_admin",
+                        &user.id.to_string(),
+                        role.as_str(),
+                    ),
+                )
+                .await
+            }
+            None => store::insert_user(&mut conn, &user).await,
+        }
         .map_err(AccountsError::from)?;
         Ok(Response::new(RegisterResponse {
             user: Some(user_message(&row)),

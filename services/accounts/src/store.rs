@@ -9,7 +9,7 @@ use diesel::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::schema::{login_throttles, refresh_tokens, signing_keys, users};
+use crate::schema::{audit_log, login_throttles, refresh_tokens, signing_keys, users};
 
 /// A stored user.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -65,6 +65,59 @@ impl From<DieselError> for crate::api::AccountsError {
     fn from(error: DieselError) -> Self {
         crate::api::AccountsError::Database(safra::db::DbError::Query(error))
     }
+}
+
+/// One audit record: who did what to what, and the trace it happened in.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = audit_log)]
+pub struct NewAudit {
+    /// The user who acted; `None` for the system or an operator's tool.
+    pub actor_id: Option<Uuid>,
+    /// What happened (`user.created_by_admin`, `admin.bootstrapped`,
+    /// `signing_key.rotated`).
+    pub action: String,
+    /// What it happened to (a user id, a kid).
+    pub subject: Option<String>,
+    /// Anything else worth keeping.
+    pub detail: serde_json::Value,
+    /// The trace of the call that did it.
+    pub trace_id: Option<String>,
+}
+
+/// Appends `record` to the audit log.
+///
+/// # Errors
+/// A database error.
+pub async fn insert_audit(
+    conn: &mut AsyncPgConnection,
+    record: &NewAudit,
+) -> Result<(), DieselError> {
+    diesel::insert_into(audit_log::table)
+        .values(record)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Stores `user` and, in the same transaction, its audit record.
+///
+/// # Errors
+/// [`StoreError`].
+pub async fn insert_audited_user(
+    conn: &mut AsyncPgConnection,
+    user: &NewUser<'_>,
+    record: &NewAudit,
+) -> Result<UserRow, StoreError> {
+    use diesel_async::AsyncConnection;
+
+    let user = user.clone();
+    let record = record.clone();
+    conn.transaction(async move |conn| {
+        let row = insert_user(conn, &user).await?;
+        insert_audit(conn, &record).await?;
+        Ok(row)
+    })
+    .await
 }
 
 /// Stores `user`; a second user with the same e-mail is [`StoreError::EmailTaken`],

@@ -627,3 +627,72 @@ async fn the_client_address_comes_from_x_forwarded_for_only_when_the_gateway_sen
         Some((1, false))
     );
 }
+
+/// The audit log's actions, oldest first.
+async fn audited(database: &TestDatabase) -> Vec<(String, bool)> {
+    use diesel::{
+        QueryableByName,
+        sql_types::{Bool, Text},
+    };
+    use diesel_async::RunQueryDsl;
+
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        action: String,
+        #[diesel(sql_type = Bool)]
+        has_actor: bool,
+    }
+    let mut conn = safra::db::connect_once(database.url().expose())
+        .await
+        .expect("connect");
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT action, actor_id IS NOT NULL AS has_actor FROM audit_log ORDER BY create_time, id",
+    )
+    .load(&mut conn)
+    .await
+    .expect("query");
+    rows.into_iter()
+        .map(|row| (row.action, row.has_actor))
+        .collect()
+}
+
+#[tokio::test]
+async fn admin_acts_and_key_rotations_are_audited() {
+    let mut running = spawn_accounts().await;
+    running
+        .accounts
+        .ensure_admin("admin@safra.local", "a long admin password")
+        .await
+        .expect("admin");
+    let admin = running
+        .client
+        .login(LoginRequest {
+            email: "admin@safra.local".into(),
+            password: "a long admin password".into(),
+        })
+        .await
+        .expect("login")
+        .into_inner()
+        .access_token;
+    running
+        .client
+        .register(bearer(register("second@safra.local", Role::Admin), &admin))
+        .await
+        .expect("an admin makes an admin");
+    running
+        .client
+        .register(register("ana@x.io", Role::Investor))
+        .await
+        .expect("self-registration is not audited");
+    running.accounts.rotate_keys().await.expect("rotated");
+    assert_eq!(
+        audited(&running.database).await,
+        [
+            ("signing_key.rotated".to_owned(), false), // the first key, made at start
+            ("admin.bootstrapped".to_owned(), false),
+            ("user.created_by_admin".to_owned(), true),
+            ("signing_key.rotated".to_owned(), false),
+        ]
+    );
+}
