@@ -431,7 +431,7 @@ fn audit(actor: Option<Uuid>, action: &str, subject: &str, detail: &str) -> stor
         actor_id: actor,
         action: action.to_owned(),
         subject: Some(subject.to_owned()),
-        detail: serde_json::json!({ "detail": detail }),
+        detail: detail.to_owned(),
         trace_id: safra::telemetry::current_trace_id(),
     }
 }

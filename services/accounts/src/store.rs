@@ -9,7 +9,7 @@ use diesel::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::schema::{audit_log, login_throttles, refresh_tokens, signing_keys, users};
+use crate::schema::{login_throttles, refresh_tokens, signing_keys, users};
 
 /// A stored user.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -68,8 +68,7 @@ impl From<DieselError> for crate::api::AccountsError {
 }
 
 /// One audit record: who did what to what, and the trace it happened in.
-#[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = audit_log)]
+#[derive(Debug, Clone)]
 pub struct NewAudit {
     /// The user who acted; `None` for the system or an operator's tool.
     pub actor_id: Option<Uuid>,
@@ -78,8 +77,8 @@ pub struct NewAudit {
     pub action: String,
     /// What it happened to (a user id, a kid).
     pub subject: Option<String>,
-    /// Anything else worth keeping.
-    pub detail: serde_json::Value,
+    /// Anything else worth keeping, stored as `{"detail": ...}`.
+    pub detail: String,
     /// The trace of the call that did it.
     pub trace_id: Option<String>,
 }
@@ -92,11 +91,21 @@ pub async fn insert_audit(
     conn: &mut AsyncPgConnection,
     record: &NewAudit,
 ) -> Result<(), DieselError> {
-    diesel::insert_into(audit_log::table)
-        .values(record)
-        .execute(conn)
-        .await
-        .map(drop)
+    use diesel::sql_types::{Nullable, Text, Uuid as SqlUuid};
+
+    // The JSON is built by PostgreSQL, so the service needs no JSON library.
+    diesel::sql_query(
+        "INSERT INTO audit_log (actor_id, action, subject, detail, trace_id) \
+         VALUES ($1, $2, $3, jsonb_build_object('detail', $4::text), $5)",
+    )
+    .bind::<Nullable<SqlUuid>, _>(record.actor_id)
+    .bind::<Text, _>(&record.action)
+    .bind::<Nullable<Text>, _>(record.subject.as_deref())
+    .bind::<Text, _>(&record.detail)
+    .bind::<Nullable<Text>, _>(record.trace_id.as_deref())
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Stores `user` and, in the same transaction, its audit record.
