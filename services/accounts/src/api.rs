@@ -326,17 +326,22 @@ impl Accounts {
         Ok(TokenSigner::new(key, self.tokens.issuer.clone()))
     }
 
-    /// An access token for `user` and a new refresh token in `family`.
-    async fn issue(&self, user: &UserRow, family: Uuid) -> Result<(String, String), AccountsError> {
-        let (access, _) = self
-            .signer()
+    /// A fresh access token for `user`, signed with the current key.
+    async fn access_token(&self, user: &UserRow) -> Result<String, AccountsError> {
+        self.signer()
             .await?
             .sign(
                 &user.id.to_string(),
                 &user.role,
                 self.tokens.access_lifetime,
             )
-            .map_err(|error| AccountsError::Internal(error.to_string()))?;
+            .map(|(token, _)| token)
+            .map_err(|error| AccountsError::Internal(error.to_string()))
+    }
+
+    /// An access token for `user` and a new refresh token in `family`.
+    async fn issue(&self, user: &UserRow, family: Uuid) -> Result<(String, String), AccountsError> {
+        let access = self.access_token(user).await?;
         let refresh = random_token()?;
         let mut conn = self.db.connection().await?;
         store::insert_refresh_token(
@@ -661,15 +666,7 @@ impl AccountsService for Accounts {
             .map_err(AccountsError::from)?
             .ok_or(AccountsError::RefreshInvalid)?;
         drop(conn);
-        let (access_token, _) = self
-            .signer()
-            .await?
-            .sign(
-                &user.id.to_string(),
-                &user.role,
-                self.tokens.access_lifetime,
-            )
-            .map_err(|error| AccountsError::Internal(error.to_string()))?;
+        let access_token = self.access_token(&user).await?;
         Ok(Response::new(RefreshResponse {
             access_token,
             refresh_token: successor,
