@@ -16,6 +16,9 @@
 //! - `handshakes <dir> <addr> <seconds> <server-pid>`: full mTLS handshakes
 //!   per second and per server CPU-second.
 //!
+//! - `serve-accounts`, `accounts-login`, `accounts-getme`: the accounts
+//!   service; see `accounts.rs`.
+//!
 //! `<dir>` holds the throw-away CA, certificates and the signing key both
 //! sides share; `serve-*` create it.
 
@@ -23,6 +26,8 @@
     clippy::print_stdout,
     reason = "the results table is the program's output"
 )]
+
+mod accounts;
 
 use std::{
     net::SocketAddr,
@@ -453,6 +458,26 @@ async fn main() -> anyhow::Result<()> {
                 arg(2)?.parse()?,
                 arg(3)?.parse()?,
                 arg(4)?.parse()?,
+            )
+            .await
+        }
+        "serve-accounts" => accounts::serve(Path::new(arg(1)?), arg(2)?.parse()?, arg(3)?).await,
+        "accounts-login" => {
+            accounts::login(
+                Path::new(arg(1)?),
+                arg(2)?.parse()?,
+                arg(3)?.parse()?,
+                arg(4)?.parse()?,
+            )
+            .await
+        }
+        "accounts-getme" => {
+            accounts::get_me(
+                Path::new(arg(1)?),
+                arg(2)?.parse()?,
+                arg(3)?.parse()?,
+                arg(4)?.parse()?,
+                arg(5)?.parse()?,
             )
             .await
         }

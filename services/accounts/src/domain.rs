@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use argon2::{
-    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier as _, Version,
-    password_hash::SaltString,
+    Algorithm, Argon2, Params, PasswordHash, Version,
+    password_hash::{Output, ParamsString, SaltString},
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// OWASP's argon2id recommendation: 19 MiB of memory, 2 passes, 1 lane.
 pub const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
@@ -220,33 +220,108 @@ impl Argon2id {
     }
 }
 
+/// The most memory a stored hash may ask a verification for (a row written
+/// with heavier parameters than ours still verifies, up to this bound).
+const MAX_VERIFY_MEMORY_KIB: u32 = 256 * 1024;
+
+thread_local! {
+    /// argon2's working memory, kept by each hashing thread between hashes:
+    /// allocating 19 MiB per hash lets the allocator keep every freed block
+    /// in per-thread arenas (hundreds of MiB after a burst of logins).
+    static SCRATCH: std::cell::RefCell<Vec<argon2::Block>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs argon2 with this thread's kept working memory.
+fn with_memory<T>(
+    argon2: &Argon2<'_>,
+    params: &Params,
+    run: impl FnOnce(&Argon2<'_>, &mut [argon2::Block]) -> T,
+) -> T {
+    SCRATCH.with(|scratch| {
+        let mut blocks = scratch.borrow_mut();
+        if blocks.len() < params.block_count() {
+            blocks.resize(params.block_count(), argon2::Block::default());
+        }
+        run(argon2, &mut blocks[..params.block_count()])
+    })
+}
+
 impl PasswordHashing for Argon2id {
     fn hash(&self, password: &Password) -> Result<String, HashingError> {
+        let failed = |error: &dyn std::fmt::Display| HashingError(error.to_string());
         let mut salt = [0_u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
             .map_err(|_| HashingError("no randomness for the salt".into()))?;
-        let salt =
-            SaltString::encode_b64(&salt).map_err(|error| HashingError(error.to_string()))?;
-        self.argon2()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|error| HashingError(error.to_string()))
+        let salt_text = SaltString::encode_b64(&salt).map_err(|error| failed(&error))?;
+        let output = with_memory(&self.argon2(), &self.params, |argon2, blocks| {
+            Output::init_with(Params::DEFAULT_OUTPUT_LEN, |out| {
+                argon2
+                    .hash_password_into_with_memory(password.as_bytes(), &salt, out, blocks)
+                    .map_err(|_| argon2::password_hash::Error::Crypto)
+            })
+        })
+        .map_err(|error| failed(&error))?;
+        let phc = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&self.params).map_err(|error| failed(&error))?,
+            salt: Some(salt_text.as_salt()),
+            hash: Some(output),
+        };
+        Ok(phc.to_string())
     }
 
     fn verify(&self, password: &Password, stored: &str) -> bool {
-        PasswordHash::new(stored).is_ok_and(|parsed| {
-            self.argon2()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
+        let Ok(parsed) = PasswordHash::new(stored) else {
+            return false;
+        };
+        let (Ok(algorithm), Ok(params), Some(salt), Some(expected)) = (
+            Algorithm::try_from(parsed.algorithm),
+            Params::try_from(&parsed),
+            parsed.salt,
+            parsed.hash,
+        ) else {
+            return false;
+        };
+        let version = match parsed.version.map(Version::try_from).transpose() {
+            Ok(version) => version.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        let mut salt_bytes = [0_u8; 64];
+        let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+            return false;
+        };
+        if params.m_cost() > MAX_VERIFY_MEMORY_KIB {
+            return false;
+        }
+        let argon2 = Argon2::new(algorithm, version, params.clone());
+        let computed = with_memory(&argon2, &params, |argon2, blocks| {
+            Output::init_with(expected.len(), |out| {
+                argon2
+                    .hash_password_into_with_memory(password.as_bytes(), salt, out, blocks)
+                    .map_err(|_| argon2::password_hash::Error::Crypto)
+            })
+        });
+        // `Output`'s equality is constant-time.
+        computed.is_ok_and(|computed| computed == expected)
     }
 }
 
-/// Runs hashes on blocking threads, a bounded number at once, so a burst of
-/// logins queues instead of exhausting memory (19 MiB each) or the runtime.
+/// One piece of hashing work for the pool's threads, with the channel its
+/// answer goes back on and the permit it holds until it is done.
+enum Job {
+    Hash(Password, oneshot::Sender<Result<String, HashingError>>),
+    Verify(Password, Arc<str>, oneshot::Sender<bool>),
+}
+
+/// Runs hashes on its own threads, as many as it may hash at once, so that a
+/// burst of logins queues instead of exhausting memory (19 MiB each, kept
+/// per thread) or the runtime's blocking pool. The threads end when the
+/// last clone of the pool is dropped.
 #[derive(Debug, Clone)]
 pub struct HashingPool {
-    hasher: Arc<dyn PasswordHashing>,
+    jobs: std::sync::mpsc::Sender<(Job, OwnedSemaphorePermit)>,
     permits: Arc<Semaphore>,
     /// A hash of a random password, verified when the email is unknown so
     /// that both answers cost one argon2id verification.
@@ -254,21 +329,49 @@ pub struct HashingPool {
 }
 
 impl HashingPool {
-    /// At most `concurrent` hashes at once.
+    /// At most `concurrent` hashes at once, on as many threads.
     ///
     /// # Errors
-    /// The dummy hash cannot be made.
+    /// The dummy hash cannot be made, or a thread cannot be started.
     pub fn new(hasher: Arc<dyn PasswordHashing>, concurrent: usize) -> Result<Self, HashingError> {
         let mut random = [0_u8; 24];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
             .map_err(|_| HashingError("no randomness for the dummy hash".into()))?;
         let text: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
-        let dummy = hasher.hash(&Password(text))?;
+        // On a thread of its own, so that argon2's kept memory goes with it.
+        let dummy = std::thread::scope(|scope| {
+            scope
+                .spawn(|| hasher.hash(&Password(text)))
+                .join()
+                .map_err(|_| HashingError("the dummy hash panicked".into()))
+        })??;
+        let concurrent = concurrent.max(1);
+        let (jobs, queue) = std::sync::mpsc::channel::<(Job, OwnedSemaphorePermit)>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for (index, hasher) in std::iter::repeat_n(hasher, concurrent).enumerate() {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{index}"))
+                .spawn(move || hashing_thread(&*hasher, &queue))
+                .map_err(|error| HashingError(format!("cannot start a hashing thread: {error}")))?;
+        }
         Ok(Self {
-            hasher,
-            permits: Arc::new(Semaphore::new(concurrent.max(1))),
+            jobs,
+            permits: Arc::new(Semaphore::new(concurrent)),
             dummy: dummy.into(),
         })
+    }
+
+    async fn run(&self, job: Job) -> Result<(), HashingError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| HashingError("the hashing pool is closed".into()))?;
+        self.jobs
+            .send((job, permit))
+            .map_err(|_| HashingError("the hashing threads stopped".into()))
     }
 
     /// The PHC hash of `password`.
@@ -276,15 +379,11 @@ impl HashingPool {
     /// # Errors
     /// [`HashingError`].
     pub async fn hash(&self, password: Password) -> Result<String, HashingError> {
-        let _permit = self
-            .permits
-            .acquire()
+        let (answer, answered) = oneshot::channel();
+        self.run(Job::Hash(password, answer)).await?;
+        answered
             .await
-            .map_err(|_| HashingError("the hashing pool is closed".into()))?;
-        let hasher = self.hasher.clone();
-        tokio::task::spawn_blocking(move || hasher.hash(&password))
-            .await
-            .map_err(|error| HashingError(error.to_string()))?
+            .map_err(|_| HashingError("a hashing thread failed".into()))?
     }
 
     /// Whether `password` matches `stored`; with no stored hash (unknown
@@ -298,18 +397,41 @@ impl HashingPool {
         password: Password,
         stored: Option<String>,
     ) -> Result<bool, HashingError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| HashingError("the hashing pool is closed".into()))?;
-        let hasher = self.hasher.clone();
         let known = stored.is_some();
-        let hash = stored.unwrap_or_else(|| self.dummy.to_string());
-        let matched = tokio::task::spawn_blocking(move || hasher.verify(&password, &hash))
+        let hash = stored.map_or_else(|| self.dummy.clone(), Arc::from);
+        let (answer, answered) = oneshot::channel();
+        self.run(Job::Verify(password, hash, answer)).await?;
+        let matched = answered
             .await
-            .map_err(|error| HashingError(error.to_string()))?;
+            .map_err(|_| HashingError("a hashing thread failed".into()))?;
         Ok(known && matched)
+    }
+}
+
+/// One of the pool's threads: takes jobs until every sender is gone. The
+/// permit is released only when the work is done, even when the caller has
+/// gone away, so abandoned logins cannot pile up work beyond the bound.
+fn hashing_thread(
+    hasher: &dyn PasswordHashing,
+    queue: &std::sync::Mutex<std::sync::mpsc::Receiver<(Job, OwnedSemaphorePermit)>>,
+) {
+    loop {
+        let next = match queue.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        let Ok((job, permit)) = next else {
+            return;
+        };
+        match job {
+            Job::Hash(password, answer) => {
+                let _ = answer.send(hasher.hash(&password));
+            }
+            Job::Verify(password, stored, answer) => {
+                let _ = answer.send(hasher.verify(&password, &stored));
+            }
+        }
+        drop(permit);
     }
 }
 
@@ -461,6 +583,41 @@ mod tests {
         let wrong = Password::presented("correct horse battery!").expect("valid");
         assert!(!hasher.verify(&wrong, &hash));
         assert!(!hasher.verify(&password, "not a hash"));
+    }
+
+    #[test]
+    fn hashes_agree_with_the_reference_phc_implementation() {
+        use argon2::{PasswordHasher as _, PasswordVerifier as _};
+
+        let ours = Argon2id::new().expect("parameters");
+        let reference = ours.argon2();
+        let password = Password::new("correct horse battery").expect("valid");
+        // Rows written by the reference implementation still verify...
+        let salt = SaltString::encode_b64(&[3_u8; 16]).expect("salt");
+        let theirs = reference
+            .hash_password(password.as_bytes(), &salt)
+            .expect("reference hash")
+            .to_string();
+        assert!(ours.verify(&password, &theirs));
+        // ...as ours do with it, and a lighter stored parameter set too.
+        let hash = ours.hash(&password).expect("hashed");
+        let parsed = PasswordHash::new(&hash).expect("phc");
+        assert!(
+            reference
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        );
+        let light = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8 * 1024, 1, 1, None).expect("params"),
+        )
+        .hash_password(password.as_bytes(), &salt)
+        .expect("light hash")
+        .to_string();
+        assert!(ours.verify(&password, &light));
+        let other = Password::presented("correct horse battery?").expect("valid");
+        assert!(!ours.verify(&other, &light));
     }
 
     /// Counts verifications; "hashes" are the password itself.

@@ -477,8 +477,9 @@ pub struct NewSigningKey<'a> {
 
 /// Stores a new signing key and retires the ones before it: they stop
 /// signing now and leave the JWKS once `token_lifetime` has passed, when
-/// every token they signed has expired. One transaction, so there is always
-/// exactly one key that signs.
+/// every token they signed has expired. One transaction under an advisory
+/// lock, so there is always exactly one key that signs, even when two
+/// rotations run at once (each statement then sees the other's key).
 ///
 /// # Errors
 /// A database error.
@@ -492,6 +493,11 @@ pub async fn rotate_signing_key(
 
     let key = key.clone();
     conn.transaction(async move |conn| {
+        diesel::sql_query(
+            "select pg_advisory_xact_lock(hashtextextended('safra.accounts.signing_keys', 0))",
+        )
+        .execute(conn)
+        .await?;
         diesel::update(signing_keys::table.filter(signing_keys::retire_after.is_null()))
             .set((
                 signing_keys::retire_after.eq(now),
@@ -689,6 +695,32 @@ mod tests {
             Rotation::Invalid,
             "its successor died with the family"
         );
+    }
+
+    #[tokio::test]
+    async fn two_rotations_at_once_leave_exactly_one_signing_key() {
+        let (database, mut conn) = database().await;
+        let lifetime = chrono::Duration::minutes(15);
+        rotate_signing_key(&mut conn, &sealed("key-0"), Utc::now(), lifetime)
+            .await
+            .expect("first key");
+        let mut a = db::connect_once(database.url().expose()).await.expect("a");
+        let mut b = db::connect_once(database.url().expose()).await.expect("b");
+        let (key_a, key_b) = (sealed("key-a"), sealed("key-b"));
+        let (one, two) = tokio::join!(
+            rotate_signing_key(&mut a, &key_a, Utc::now(), lifetime),
+            rotate_signing_key(&mut b, &key_b, Utc::now(), lifetime),
+        );
+        one.expect("a rotated");
+        two.expect("b rotated");
+        let signing: Vec<String> = all_signing_keys(&mut conn)
+            .await
+            .expect("query")
+            .into_iter()
+            .filter(|key| key.retire_after.is_none())
+            .map(|key| key.kid)
+            .collect();
+        assert_eq!(signing.len(), 1, "{signing:?}");
     }
 
     #[tokio::test]
