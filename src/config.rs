@@ -414,6 +414,14 @@ pub struct GatewayConfig {
     pub tls: TlsPaths,
     /// Logging.
     pub log: LogConfig,
+    /// `SAFRA_JWT_ISSUER`: the `iss` tokens must carry (default `safra-accounts`).
+    pub jwt_issuer: String,
+    /// `SAFRA_CORS_ORIGINS`: browser origins allowed to call the edge
+    /// (comma-separated; default the console's dev server).
+    pub cors_origins: Vec<String>,
+    /// `SAFRA_RATE_LIMIT_RPS`: requests per second each client address may
+    /// make, with bursts of twice as many (default 200; 0 turns it off).
+    pub rate_limit_rps: u32,
 }
 
 impl GatewayConfig {
@@ -433,6 +441,18 @@ impl GatewayConfig {
             upstreams,
             tls: tls_paths(reader, "gateway")?,
             log: LogConfig::read(reader)?,
+            jwt_issuer: reader.string_or("SAFRA_JWT_ISSUER", crate::auth::DEFAULT_ISSUER)?,
+            cors_origins: reader
+                .string_or(
+                    "SAFRA_CORS_ORIGINS",
+                    "http://localhost:5173,http://127.0.0.1:5173",
+                )?
+                .split(',')
+                .map(str::trim)
+                .filter(|origin| !origin.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            rate_limit_rps: reader.parse_or("SAFRA_RATE_LIMIT_RPS", 200_u32, "a whole number")?,
         })
     }
 }

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod contract;
 pub mod descriptor;
+pub mod gate;
 pub mod mesh;
 pub mod status;
 pub mod telemetry;

@@ -300,6 +300,12 @@ pub fn extract(headers: &http::HeaderMap) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&HeaderExtractor(headers))
 }
 
+/// Makes the W3C trace context of inbound `headers` the parent of `span`;
+/// a malformed or absent `traceparent` leaves `span` the root of a new trace.
+pub fn follow(span: &tracing::Span, headers: &http::HeaderMap) {
+    drop(span.set_parent(extract(headers)));
+}
+
 /// Writes the current span's trace context into outbound `headers` as
 /// `traceparent`, unless the caller set one on purpose.
 pub fn inject(headers: &mut http::HeaderMap) {

@@ -1,18 +1,49 @@
-//! Safra's edge gateway: the one public port (`127.0.0.1:8080` by default).
+//! Safra's edge gateway: the one public port (`127.0.0.1:8080` by default),
+//! generic over the contracts so that a new RPC needs no gateway code.
 //!
-//! Today it answers `/healthz` (the process is alive) and `/readyz` (every
-//! service reports SERVING on `grpc.health.v1`, with a JSON body listing
-//! each). Native gRPC, grpc-web, REST transcoding from the contracts'
-//! `google.api.http` annotations, OpenAPI and the console arrive with the
-//! gateway issue, on this same router.
+//! One port, routed by content type:
+//! - `application/grpc*`: native gRPC over h2c, proxied to the service over
+//!   mutual TLS (streaming included) — see [`proxy`];
+//! - `application/grpc-web*`: grpc-web over HTTP/1.1 or HTTP/2, translated
+//!   to gRPC by tonic-web in front of the same proxy;
+//! - anything else: REST/JSON transcoded from the `google.api.http`
+//!   bindings (see [`routes`], [`transcode`] and [`rest`]).
+//!
+//! Before anything reaches a service the edge applies the contract's gate
+//! (authorization and field rules, [`safra::gate`]); `internal` methods are
+//! never exposed. `/healthz` and `/readyz` report on the gateway and the
+//! mesh behind it.
 
+mod codec;
+pub mod errors;
+mod proxy;
 mod readiness;
+mod rest;
+pub mod routes;
+pub mod transcode;
 
-use std::{future::Future, sync::Arc};
+use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, routing::get};
-use safra::{config::GatewayConfig, tls::MeshTls};
+use axum::{
+    Router,
+    body::Body,
+    extract::{ConnectInfo, Request},
+    middleware::Next,
+    response::Response,
+    routing::get,
+};
+use http::{HeaderValue, header};
+use prost_reflect::DescriptorPool;
+use safra::{
+    auth::{AccountsJwks, TokenVerifier},
+    client::{MeshChannel, mesh_channel},
+    config::GatewayConfig,
+    gate::Gate,
+    mesh::Service,
+    tls::MeshTls,
+};
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 pub use readiness::{Readiness, UpstreamState};
 
@@ -29,9 +60,133 @@ pub enum GatewayError {
         /// Why it was rejected.
         reason: String,
     },
+    /// The contracts cannot be routed.
+    #[error("the contracts: {0}")]
+    Contracts(String),
     /// Serving failed.
     #[error("the gateway failed: {0}")]
     Serve(#[from] std::io::Error),
+}
+
+/// Bounds the edge applies to every request.
+#[derive(Debug, Clone)]
+pub struct EdgeLimits {
+    /// The largest REST body or gRPC message accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The deadline of a unary call whose client sets none.
+    pub default_timeout: Duration,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+            default_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the edge serves from: the contracts, the gate, the routes and a
+/// channel per upstream gRPC service.
+#[derive(Debug)]
+pub struct Edge {
+    pool: DescriptorPool,
+    gate: Arc<Gate>,
+    routes: routes::Routes,
+    upstreams: HashMap<String, MeshChannel>,
+    limits: EdgeLimits,
+}
+
+impl Edge {
+    /// The edge for the methods of `pool`, calling `upstreams` (by gRPC
+    /// service full name, `safra.accounts.v1.AccountsService`).
+    ///
+    /// # Errors
+    /// [`GatewayError::Contracts`] for a contract that cannot be routed.
+    pub fn new(
+        pool: DescriptorPool,
+        verifier: Arc<TokenVerifier>,
+        upstreams: HashMap<String, MeshChannel>,
+        limits: EdgeLimits,
+    ) -> Result<Self, GatewayError> {
+        let gate = Arc::new(
+            Gate::new(&pool, verifier)
+                .map_err(|error| GatewayError::Contracts(error.to_string()))?,
+        );
+        let routes = routes::Routes::new(gate.policies())
+            .map_err(|error| GatewayError::Contracts(error.to_string()))?;
+        Ok(Self {
+            pool,
+            gate,
+            routes,
+            upstreams,
+            limits,
+        })
+    }
+
+    /// The channel to the service of `grpc_path` (`/<service>/<method>`).
+    fn upstream(&self, grpc_path: &str) -> Option<MeshChannel> {
+        let service = grpc_path.trim_start_matches('/').split('/').next()?;
+        self.upstreams.get(service).cloned()
+    }
+
+    /// The contracts the edge serves.
+    #[must_use]
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.pool
+    }
+
+    /// The REST routes, most specific first.
+    #[must_use]
+    pub fn routes(&self) -> &routes::Routes {
+        &self.routes
+    }
+}
+
+/// The router of the edge: fixed paths first, then every other request by
+/// content type to gRPC, grpc-web or REST.
+pub fn router(edge: Arc<Edge>) -> Router {
+    let grpc = proxy::grpc_stack(edge.clone());
+    Router::new()
+        .fallback(move |request: Request| {
+            let edge = edge.clone();
+            let grpc = grpc.clone();
+            async move {
+                if proxy::is_grpc(request.headers()) {
+                    proxy::serve(&edge, grpc, request).await
+                } else {
+                    rest::serve(&edge, request).await
+                }
+            }
+        })
+        .layer(axum::middleware::from_fn(traced))
+}
+
+/// Runs every request in a `gateway` span whose parent is the client's W3C
+/// `traceparent`, and answers its trace id in `x-trace-id`.
+async fn traced(request: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "gateway",
+        otel.name = %request.uri().path(),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+    );
+    safra::telemetry::follow(&span, request.headers());
+    let trace_id = span.in_scope(safra::telemetry::current_trace_id);
+    let mut response = next.run(request).instrument(span).await;
+    if let Some(value) = trace_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response.headers_mut().insert("x-trace-id", value);
+    }
+    response
+}
+
+/// The client's address as the services should see it: the peer of this
+/// connection (a value the client sent is never trusted).
+fn client_address(request: &Request) -> Option<HeaderValue> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .and_then(|ConnectInfo(addr)| HeaderValue::from_str(&addr.ip().to_string()).ok())
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then drains
@@ -46,13 +201,54 @@ pub async fn serve(
     tls: &Arc<MeshTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let readiness = Readiness::new(&config.upstreams, tls)?;
-    let router = Router::new()
+    let mut channels = Vec::new();
+    for (service, url) in &config.upstreams {
+        let channel =
+            mesh_channel(tls, service.name(), url).map_err(|error| GatewayError::Upstream {
+                service: service.env_name(),
+                url: url.clone(),
+                reason: error.to_string(),
+            })?;
+        channels.push((*service, channel));
+    }
+    let accounts = channels
+        .iter()
+        .find(|(service, _)| *service == Service::Accounts)
+        .map(|(_, channel)| channel.clone())
+        .ok_or_else(|| GatewayError::Contracts("no accounts upstream".into()))?;
+    let verifier = Arc::new(TokenVerifier::new(
+        config.jwt_issuer.clone(),
+        Arc::new(AccountsJwks::new(accounts)),
+    ));
+    let pool =
+        safra::descriptor::pool().map_err(|error| GatewayError::Contracts(error.to_string()))?;
+    let upstreams = channels
+        .iter()
+        .map(|(service, channel)| (service.grpc_service().to_owned(), channel.clone()))
+        .collect();
+    let edge = Arc::new(Edge::new(pool, verifier, upstreams, EdgeLimits::default())?);
+    let readiness = Readiness::from_channels(channels);
+    let app = Router::new()
         .route("/healthz", get(readiness::healthz))
         .route("/readyz", get(readiness::readyz))
-        .with_state(readiness);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        .with_state(readiness)
+        .merge(router(edge));
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     Ok(())
+}
+
+/// A plain response with `status` and a JSON body (the edge's own answers).
+fn json_response(status: http::StatusCode, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }

@@ -1,21 +1,15 @@
 //! `/healthz` and `/readyz`: liveness of the gateway itself, and readiness of
 //! the mesh behind it, asked of each service's `grpc.health.v1`.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use axum::{Json, extract::State, http::StatusCode};
-use safra::{
-    client::{MeshChannel, mesh_channel},
-    mesh::Service,
-    tls::MeshTls,
-};
+use safra::{client::MeshChannel, mesh::Service};
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-
-use crate::GatewayError;
 
 /// How long one readiness probe waits for a service.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -44,24 +38,10 @@ pub(crate) struct ReadinessReport {
 }
 
 impl Readiness {
-    /// Prepares a channel per upstream; nothing connects until a probe.
-    ///
-    /// # Errors
-    /// [`GatewayError::Upstream`] for a URL that is not an endpoint.
-    pub fn new(upstreams: &[(Service, String)], tls: &Arc<MeshTls>) -> Result<Self, GatewayError> {
-        let upstreams = upstreams
-            .iter()
-            .map(|(service, url)| {
-                mesh_channel(tls, service.name(), url)
-                    .map(|channel| (*service, channel))
-                    .map_err(|error| GatewayError::Upstream {
-                        service: service.env_name(),
-                        url: url.clone(),
-                        reason: error.to_string(),
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self { upstreams })
+    /// Probes each service over its channel (connected lazily).
+    #[must_use]
+    pub fn from_channels(upstreams: Vec<(Service, MeshChannel)>) -> Self {
+        Self { upstreams }
     }
 
     /// Asks every service for its health, all at once.

@@ -9,7 +9,6 @@
 //! validated as a `DynamicMessage` and handed on unchanged.
 
 use std::{
-    collections::HashMap,
     convert::Infallible,
     future::Future,
     pin::Pin,
@@ -23,36 +22,25 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use tonic::{Status, body::Body};
 
 use crate::{
-    auth::{AuthError, AuthenticatedUser, TokenVerifier, bearer},
-    contract,
-    options::v1::{Access, Authorization},
+    auth::TokenVerifier,
+    gate::{Gate, MethodPolicy, authorize},
     status,
     tls::PeerInfo,
     r#type::v1::ErrorReason,
-    validate::{BadPattern, Validator},
+    validate::BadPattern,
 };
-
-/// What a method declares, read once at start-up.
-#[derive(Debug, Clone)]
-struct MethodPolicy {
-    authorization: Authorization,
-    input: MessageDescriptor,
-    client_streaming: bool,
-}
-
-/// Shared by every connection's copy of the service.
-#[derive(Debug)]
-struct ContractState {
-    methods: HashMap<String, Arc<MethodPolicy>>,
-    validator: Validator,
-    verifier: Arc<TokenVerifier>,
-    max_message_size: usize,
-}
 
 /// The tower layer enforcing the contract's authorization and field rules.
 #[derive(Debug, Clone)]
 pub struct ContractLayer {
     state: Arc<ContractState>,
+}
+
+/// Shared by every connection's copy of the service.
+#[derive(Debug)]
+struct ContractState {
+    gate: Arc<Gate>,
+    max_message_size: usize,
 }
 
 impl ContractLayer {
@@ -66,27 +54,21 @@ impl ContractLayer {
         verifier: Arc<TokenVerifier>,
         max_message_size: usize,
     ) -> Result<Self, BadPattern> {
-        let methods = contract::safra_methods(pool)
-            .map(|method| {
-                let path = format!("/{}/{}", method.parent_service().full_name(), method.name());
-                let policy = Arc::new(MethodPolicy {
-                    // A method without a declaration is refused to everyone:
-                    // the contract lint keeps that from shipping.
-                    authorization: contract::authorization(&method).unwrap_or_default(),
-                    input: method.input(),
-                    client_streaming: method.is_client_streaming(),
-                });
-                (path, policy)
-            })
-            .collect();
-        Ok(Self {
+        Ok(Self::with_gate(
+            Arc::new(Gate::new(pool, verifier)?),
+            max_message_size,
+        ))
+    }
+
+    /// The stage for a gate already built (the edge shares its own).
+    #[must_use]
+    pub fn with_gate(gate: Arc<Gate>, max_message_size: usize) -> Self {
+        Self {
             state: Arc::new(ContractState {
-                methods,
-                validator: Validator::new(pool)?,
-                verifier,
+                gate,
                 max_message_size,
             }),
-        })
+        }
     }
 }
 
@@ -129,7 +111,7 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         // Health, reflection and unknown methods (UNIMPLEMENTED) pass as they are.
-        let Some(policy) = self.state.methods.get(request.uri().path()).cloned() else {
+        let Some(policy) = self.state.gate.policy(request.uri().path()).cloned() else {
             return Box::pin(self.inner.call(request));
         };
         // The clone that was made ready is the one that must be called.
@@ -157,7 +139,7 @@ impl ContractState {
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(|value| value.to_str().map(str::to_owned).unwrap_or_default());
-        let user = self.authenticate(header).await?;
+        let user = self.gate.authenticate(header.as_deref()).await?;
         let caller = request
             .extensions()
             .get::<PeerInfo>()
@@ -166,7 +148,7 @@ impl ContractState {
         if let Some(user) = user {
             request.extensions_mut().insert(user);
         }
-        if policy.client_streaming {
+        if policy.method.is_client_streaming() {
             // No Safra contract streams requests; such a method's messages
             // are left to the handler rather than buffered without end.
             return Ok(request);
@@ -195,42 +177,6 @@ impl ContractState {
         ))
     }
 
-    /// The user of a present bearer token; a token that is present is
-    /// verified even on public methods.
-    async fn authenticate(
-        &self,
-        header: Option<String>,
-    ) -> Result<Option<AuthenticatedUser>, Status> {
-        let Some(value) = header else {
-            return Ok(None);
-        };
-        let token = bearer(&value).ok_or_else(|| {
-            status::unauthenticated(
-                ErrorReason::TokenInvalid,
-                "the authorization header must be 'Bearer <token>'",
-            )
-        })?;
-        let claims = self
-            .verifier
-            .verify(token)
-            .await
-            .map_err(|error| match error {
-                AuthError::KeysUnavailable(_) => status::with_reason(
-                    tonic::Code::Unavailable,
-                    ErrorReason::Unavailable,
-                    "the signing keys cannot be fetched right now",
-                    Vec::new(),
-                ),
-                other => status::unauthenticated(other.reason(), other.to_string()),
-            })?;
-        Ok(Some(AuthenticatedUser {
-            user_id: claims.sub,
-            role: claims.role,
-            token: token.to_owned(),
-            expires_at: claims.exp,
-        }))
-    }
-
     fn validate(&self, body: &Bytes, input: &MessageDescriptor) -> Result<(), Status> {
         let mut rest: &[u8] = body;
         while !rest.is_empty() {
@@ -249,10 +195,7 @@ impl ContractState {
             let (message, tail) = after.split_at(length);
             let dynamic =
                 DynamicMessage::decode(input.clone(), message).map_err(|_| malformed())?;
-            let violations = self.validator.validate(&dynamic);
-            if !violations.is_empty() {
-                return Err(status::invalid_argument(&violations));
-            }
+            self.gate.validate(&dynamic)?;
             rest = tail;
         }
         Ok(())
@@ -266,57 +209,4 @@ fn malformed() -> Status {
         "the request message cannot be decoded",
         Vec::new(),
     )
-}
-
-/// Applies a method's authorization declaration to a caller.
-fn authorize(
-    authorization: &Authorization,
-    user: Option<&AuthenticatedUser>,
-    caller_service: Option<&str>,
-) -> Result<(), Status> {
-    let signed_in = || {
-        user.ok_or_else(|| {
-            status::unauthenticated(
-                ErrorReason::TokenMissing,
-                "this method needs an access token",
-            )
-        })
-    };
-    match authorization.access() {
-        Access::Public => Ok(()),
-        Access::SignedIn => signed_in().map(|_| ()),
-        Access::Roles => {
-            let user = signed_in()?;
-            if authorization.roles.contains(&user.role) {
-                Ok(())
-            } else {
-                Err(status::permission_denied(
-                    ErrorReason::RoleNotAllowed,
-                    format!("the role '{}' may not call this method", user.role),
-                ))
-            }
-        }
-        Access::Internal => match caller_service {
-            Some(caller)
-                if authorization
-                    .callers
-                    .iter()
-                    .any(|allowed| allowed == caller) =>
-            {
-                Ok(())
-            }
-            Some(caller) => Err(status::permission_denied(
-                ErrorReason::CallerNotAllowed,
-                format!("the service '{caller}' may not call this method"),
-            )),
-            None => Err(status::permission_denied(
-                ErrorReason::CallerNotAllowed,
-                "this method is internal to the mesh",
-            )),
-        },
-        Access::Unspecified => Err(status::permission_denied(
-            ErrorReason::CallerNotAllowed,
-            "this method declares no authorization",
-        )),
-    }
 }

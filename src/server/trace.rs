@@ -11,7 +11,6 @@ use std::{
 
 use tonic::body::Body;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::telemetry;
 
@@ -58,7 +57,7 @@ where
             rpc.system = "grpc",
         );
         // A malformed or absent traceparent starts a new trace.
-        drop(span.set_parent(telemetry::extract(request.headers())));
+        telemetry::follow(&span, request.headers());
         let response = span.in_scope(|| self.inner.call(request));
         Box::pin(response.instrument(span))
     }

@@ -1,0 +1,136 @@
+//! Native gRPC and grpc-web at the edge: the request passes the contract
+//! stage (the same gate the services run: authorization, then field rules)
+//! and is forwarded as it is to its service over mutual TLS, streams
+//! included. tonic-web, in front, turns grpc-web (binary or base64 text,
+//! HTTP/1.1 or HTTP/2) into gRPC and the answer back, trailers in the body.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::{extract::Request, response::Response};
+use http::{HeaderMap, HeaderValue, header};
+use safra::{client::MeshChannel, server::ContractLayer};
+use tonic::{Status, body::Body};
+use tower::{Layer as _, Service, ServiceExt as _, util::BoxCloneSyncService};
+
+use crate::{Edge, client_address};
+
+/// The gRPC side of the edge, as one cloneable service.
+pub type GrpcStack =
+    BoxCloneSyncService<http::Request<axum::body::Body>, http::Response<Body>, Infallible>;
+
+/// Whether a request speaks gRPC or grpc-web (by its content type).
+#[must_use]
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/grpc"))
+}
+
+/// grpc-web translation, then the contract stage, then the forwarder.
+pub fn grpc_stack(edge: Arc<Edge>) -> GrpcStack {
+    let contract = ContractLayer::with_gate(edge.gate.clone(), edge.limits.max_body_bytes);
+    let stack = tonic_web::GrpcWebLayer::new().layer(contract.layer(Forward { edge }));
+    BoxCloneSyncService::new(stack)
+}
+
+/// Serves one gRPC or grpc-web request. Methods the contracts do not
+/// expose (unknown, or internal to the mesh) are UNIMPLEMENTED, as if they
+/// did not exist.
+pub async fn serve(edge: &Edge, stack: GrpcStack, mut request: Request) -> Response {
+    let path = request.uri().path();
+    let exposed = edge
+        .gate
+        .policy(path)
+        .is_some_and(|policy| !policy.is_internal());
+    if !exposed {
+        let status = Status::unimplemented(format!("no public method '{path}'"));
+        return grpc_web_aware(status.into_http(), request.headers());
+    }
+    // Unary calls without a deadline get the edge's default one.
+    let streaming = edge
+        .gate
+        .policy(path)
+        .is_some_and(|policy| policy.method.is_server_streaming());
+    if !streaming && !request.headers().contains_key("grpc-timeout") {
+        let millis = edge.limits.default_timeout.as_millis();
+        if let Ok(value) = HeaderValue::from_str(&format!("{millis}m")) {
+            request.headers_mut().insert("grpc-timeout", value);
+        }
+    }
+    match client_address(&request) {
+        Some(address) => {
+            request.headers_mut().insert("x-forwarded-for", address);
+        }
+        None => {
+            request.headers_mut().remove("x-forwarded-for");
+        }
+    }
+    let response = match stack.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    response.map(axum::body::Body::new)
+}
+
+/// A trailers-only gRPC answer, which tonic-web would translate for a
+/// grpc-web client; here the request never reached it, so mark the type.
+fn grpc_web_aware(response: http::Response<Body>, request: &HeaderMap) -> Response {
+    let mut response = response.map(axum::body::Body::new);
+    if let Some(kind) = request
+        .get(header::CONTENT_TYPE)
+        .filter(|value| value.as_bytes().starts_with(b"application/grpc-web"))
+    {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, kind.clone());
+    }
+    response
+}
+
+/// Forwards a gRPC request to the channel of its service.
+#[derive(Debug, Clone)]
+struct Forward {
+    edge: Arc<Edge>,
+}
+
+type ForwardFuture = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+impl Service<http::Request<Body>> for Forward {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = ForwardFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let channel: Option<MeshChannel> = self.edge.upstream(request.uri().path());
+        Box::pin(async move {
+            let Some(mut channel) = channel else {
+                return Ok(Status::unimplemented("this service is not deployed here").into_http());
+            };
+            // Hop-by-hop headers end here; the channel sets its own authority.
+            for name in [header::HOST, header::CONNECTION, header::UPGRADE] {
+                request.headers_mut().remove(name);
+            }
+            // The edge's span is the parent of the next hop.
+            request.headers_mut().remove("traceparent");
+            request.headers_mut().remove("tracestate");
+            match channel.call(request).await {
+                Ok(response) => Ok(response),
+                Err(error) => Ok(Status::unavailable(format!(
+                    "the service cannot be reached: {error}"
+                ))
+                .into_http()),
+            }
+        })
+    }
+}

@@ -1,0 +1,234 @@
+//! REST/JSON at the edge: route by the bindings, build the request message,
+//! pass the gate, call the service with a generic client, answer canonical
+//! JSON — or, for server streaming, newline-delimited JSON or Server-Sent
+//! Events. Every failure is a gRPC status rendered by [`crate::errors`].
+
+use std::time::Duration;
+
+use axum::{body::Body, extract::Request, response::Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt as _, Limited};
+use prost_reflect::DynamicMessage;
+use safra::{gate::authorize, options::v1::CacheVisibility, status, r#type::v1::ErrorReason};
+use tokio_stream::StreamExt as _;
+use tonic::{Code, Status, codegen::http::uri::PathAndQuery};
+
+use crate::{
+    Edge, client_address,
+    codec::DynamicCodec,
+    errors::{self, bad_request},
+    json_response,
+    routes::{Route, Routed},
+    transcode::{self, RequestParts},
+};
+
+/// Serves one REST request.
+pub async fn serve(edge: &Edge, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let (route, variables) = match edge.routes.find(request.method(), &path) {
+        Routed::Found(route, variables) => (route, variables),
+        Routed::WrongMethod(allowed) => return errors::wrong_method(&edge.pool, &allowed),
+        Routed::NotFound => return errors::not_found(&edge.pool, &path),
+    };
+    match call(edge, route, &variables, request).await {
+        Ok(response) => response,
+        Err(status) => errors::status_response(&edge.pool, &status),
+    }
+}
+
+async fn call(
+    edge: &Edge,
+    route: &Route,
+    variables: &[(String, String)],
+    request: Request,
+) -> Result<Response, Status> {
+    let address = client_address(&request);
+    let (parts, body) = request.into_parts();
+    let body = if route.binding.body.is_empty() {
+        Bytes::new()
+    } else {
+        read_body(&parts.headers, body, edge.limits.max_body_bytes).await?
+    };
+    let message = transcode::request_message(
+        &route.policy.input,
+        &RequestParts {
+            body_field: &route.binding.body,
+            body: &body,
+            path: variables,
+            query: parts.uri.query(),
+        },
+    )
+    .map_err(|problem| bad_request(problem.0))?;
+
+    // The gate, as the service will apply it: nothing invalid goes further.
+    let authorization = match parts.headers.get(header::AUTHORIZATION) {
+        Some(value) => Some(value.to_str().map_err(|_| {
+            status::unauthenticated(
+                ErrorReason::TokenInvalid,
+                "the authorization header is not text",
+            )
+        })?),
+        None => None,
+    };
+    let user = edge.gate.authenticate(authorization).await?;
+    authorize(&route.policy.authorization, user.as_ref(), None)?;
+    edge.gate.validate(&message)?;
+
+    let channel = edge
+        .upstream(&route.grpc_path)
+        .ok_or_else(|| Status::unimplemented("this service is not deployed here"))?;
+    let mut outbound = tonic::Request::new(message);
+    let metadata = outbound.metadata_mut();
+    if let Some(value) = authorization.and_then(|value| value.parse().ok()) {
+        metadata.insert("authorization", value);
+    }
+    if let Some(value) = address.and_then(|value| value.to_str().ok().and_then(|v| v.parse().ok()))
+    {
+        metadata.insert("x-forwarded-for", value);
+    }
+    let streaming = route.policy.method.is_server_streaming();
+    if let Some(timeout) = timeout(&parts.headers, streaming, edge.limits.default_timeout) {
+        outbound.set_timeout(timeout);
+    }
+    let grpc_path = PathAndQuery::try_from(route.grpc_path.as_str())
+        .map_err(|_| Status::internal("a route names a bad gRPC path"))?;
+    let codec = DynamicCodec::new(route.policy.method.output());
+    let mut client = tonic::client::Grpc::new(channel);
+    client
+        .ready()
+        .await
+        .map_err(|error| Status::unavailable(format!("the service cannot be reached: {error}")))?;
+
+    if streaming {
+        let stream = client
+            .server_streaming(outbound, grpc_path, codec)
+            .await?
+            .into_inner();
+        let events = wants_events(&parts.headers);
+        return Ok(stream_response(
+            edge.pool.clone(),
+            stream,
+            route.binding.response_body.clone(),
+            events,
+        ));
+    }
+    let answer = client.unary(outbound, grpc_path, codec).await?.into_inner();
+    let json = transcode::response_json(&answer, &route.binding.response_body)
+        .map_err(|problem| status::internal(&problem))?;
+    let mut response = json_response(StatusCode::OK, json);
+    if let Some(cache) = safra::contract::http_cache(&route.policy.method) {
+        let visibility = match cache.visibility() {
+            CacheVisibility::Public => "public",
+            _ => "private",
+        };
+        let value = format!("{visibility}, max-age={}", cache.max_age_seconds.max(0));
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(header::CACHE_CONTROL, value);
+        }
+    } else {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    Ok(response)
+}
+
+/// The JSON body, bounded; only JSON (or no declared type) is accepted.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Status> {
+    if let Some(kind) = headers.get(header::CONTENT_TYPE) {
+        let kind = kind.to_str().unwrap_or_default();
+        let essence = kind.split(';').next().unwrap_or_default().trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(status::with_reason(
+                Code::InvalidArgument,
+                ErrorReason::MalformedRequest,
+                format!("the body must be application/json, not '{kind}'"),
+                Vec::new(),
+            ));
+        }
+    }
+    Limited::new(body, limit)
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                status::with_reason(
+                    Code::ResourceExhausted,
+                    ErrorReason::RequestTooLarge,
+                    format!("the body is larger than {limit} bytes"),
+                    Vec::new(),
+                )
+            } else {
+                Status::cancelled("the body could not be read")
+            }
+        })
+}
+
+/// The call's deadline: the client's `grpc-timeout`, else the default for
+/// unary calls; a stream lasts as long as the client stays.
+fn timeout(headers: &HeaderMap, streaming: bool, default: Duration) -> Option<Duration> {
+    headers
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(safra::client::parse_grpc_timeout)
+        .or((!streaming).then_some(default))
+}
+
+fn wants_events(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"))
+}
+
+/// A server stream as NDJSON (a final `{"error": ...}` line on failure) or
+/// as Server-Sent Events (`event: error` on failure).
+fn stream_response(
+    pool: prost_reflect::DescriptorPool,
+    stream: tonic::Streaming<DynamicMessage>,
+    response_body: String,
+    events: bool,
+) -> Response {
+    let lines = stream.map(move |item| {
+        let (json, failed) = match item {
+            Ok(message) => match transcode::response_json(&message, &response_body) {
+                Ok(json) => (json, false),
+                Err(problem) => (status_line(&pool, &status::internal(&problem)), true),
+            },
+            Err(status) => (status_line(&pool, &status), true),
+        };
+        let mut frame = Vec::with_capacity(json.len() + 24);
+        if events {
+            if failed {
+                frame.extend_from_slice(b"event: error\n");
+            }
+            frame.extend_from_slice(b"data: ");
+            frame.extend_from_slice(&json);
+            frame.extend_from_slice(b"\n\n");
+        } else if failed {
+            frame.extend_from_slice(b"{\"error\":");
+            frame.extend_from_slice(&json);
+            frame.extend_from_slice(b"}\n");
+        } else {
+            frame.extend_from_slice(&json);
+            frame.push(b'\n');
+        }
+        Ok::<_, std::convert::Infallible>(Bytes::from(frame))
+    });
+    let mut response = Response::new(Body::from_stream(lines));
+    let kind = if events {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn status_line(pool: &prost_reflect::DescriptorPool, status: &Status) -> Vec<u8> {
+    serde_json::to_vec(&errors::status_json(pool, status)).unwrap_or_default()
+}
