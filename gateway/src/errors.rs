@@ -4,10 +4,7 @@
 //! RetryInfo keep every field), with `WWW-Authenticate` on 401,
 //! `Retry-After` on 429 and `Allow` on 405.
 
-use axum::{
-    body::Body,
-    response::{IntoResponse, Response},
-};
+use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage};
@@ -88,16 +85,22 @@ pub fn status_json(pool: &DescriptorPool, status: &Status) -> serde_json::Value 
 /// An HTTP answer for `status`, with the headers its code calls for.
 #[must_use]
 pub fn status_response(pool: &DescriptorPool, status: &Status) -> Response {
-    let code = http_status(status.code());
+    let reason = status::details(status)
+        .error_info
+        .map(|info| info.reason)
+        .unwrap_or_default();
+    // A few edge reasons have an HTTP status of their own.
+    let code = match reason.as_str() {
+        "REQUEST_TOO_LARGE" => StatusCode::PAYLOAD_TOO_LARGE,
+        "UNSUPPORTED_MEDIA_TYPE" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "METHOD_NOT_ALLOWED" => StatusCode::METHOD_NOT_ALLOWED,
+        _ => http_status(status.code()),
+    };
     let body = status_json(pool, status);
     let mut response = (code, axum::Json(body)).into_response();
     let headers = response.headers_mut();
     match status.code() {
         Code::Unauthenticated => {
-            let reason = status::details(status)
-                .error_info
-                .map(|info| info.reason)
-                .unwrap_or_default();
             let value = if reason == status::reason_name(ErrorReason::TokenMissing) {
                 HeaderValue::from_static("Bearer realm=\"safra\"")
             } else {
@@ -105,7 +108,7 @@ pub fn status_response(pool: &DescriptorPool, status: &Status) -> Response {
             };
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
-        Code::ResourceExhausted => {
+        Code::ResourceExhausted if code == StatusCode::TOO_MANY_REQUESTS => {
             let seconds = status::details(status)
                 .retry_info
                 .and_then(|info| info.retry_delay)
@@ -137,7 +140,12 @@ pub fn bad_request(message: impl Into<String>) -> Status {
 pub fn not_found(pool: &DescriptorPool, path: &str) -> Response {
     status_response(
         pool,
-        &Status::not_found(format!("no route for the path '{path}'")),
+        &status::with_reason(
+            Code::NotFound,
+            ErrorReason::RouteNotFound,
+            format!("no route for the path '{path}'"),
+            Vec::new(),
+        ),
     )
 }
 
@@ -151,15 +159,11 @@ pub fn wrong_method(pool: &DescriptorPool, allowed: &[http::Method]) -> Response
         .join(", ");
     let status = status::with_reason(
         Code::Unimplemented,
-        ErrorReason::MalformedRequest,
+        ErrorReason::MethodNotAllowed,
         format!("this path allows {list}"),
         Vec::new(),
     );
-    let mut response = Response::builder()
-        .status(StatusCode::METHOD_NOT_ALLOWED)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(status_json(pool, &status).to_string()))
-        .unwrap_or_default();
+    let mut response = status_response(pool, &status);
     if let Ok(value) = HeaderValue::from_str(&list) {
         response.headers_mut().insert(header::ALLOW, value);
     }

@@ -91,6 +91,9 @@ impl Default for EdgeLimits {
 #[derive(Debug)]
 pub struct Edge {
     pool: DescriptorPool,
+    /// Safra's own contracts, which hold the google.rpc detail types that
+    /// error bodies render (the served pool may be a test one).
+    status_pool: DescriptorPool,
     gate: Arc<Gate>,
     routes: routes::Routes,
     upstreams: HashMap<String, MeshChannel>,
@@ -115,8 +118,11 @@ impl Edge {
         );
         let routes = routes::Routes::new(gate.policies())
             .map_err(|error| GatewayError::Contracts(error.to_string()))?;
+        let status_pool = safra::descriptor::pool()
+            .map_err(|error| GatewayError::Contracts(error.to_string()))?;
         Ok(Self {
             pool,
+            status_pool,
             gate,
             routes,
             upstreams,
@@ -233,6 +239,19 @@ pub async fn serve(
         .route("/readyz", get(readiness::readyz))
         .with_state(readiness)
         .merge(router(edge));
+    serve_router(listener, app, shutdown).await
+}
+
+/// Serves `app` (HTTP/1.1 and h2c) on `listener` with each connection's
+/// peer address known to the handlers, until `shutdown` completes.
+///
+/// # Errors
+/// [`GatewayError::Serve`].
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

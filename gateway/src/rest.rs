@@ -28,12 +28,12 @@ pub async fn serve(edge: &Edge, request: Request) -> Response {
     let path = request.uri().path().to_owned();
     let (route, variables) = match edge.routes.find(request.method(), &path) {
         Routed::Found(route, variables) => (route, variables),
-        Routed::WrongMethod(allowed) => return errors::wrong_method(&edge.pool, &allowed),
-        Routed::NotFound => return errors::not_found(&edge.pool, &path),
+        Routed::WrongMethod(allowed) => return errors::wrong_method(&edge.status_pool, &allowed),
+        Routed::NotFound => return errors::not_found(&edge.status_pool, &path),
     };
     match call(edge, route, &variables, request).await {
         Ok(response) => response,
-        Err(status) => errors::status_response(&edge.pool, &status),
+        Err(status) => errors::status_response(&edge.status_pool, &status),
     }
 }
 
@@ -107,7 +107,7 @@ async fn call(
             .into_inner();
         let events = wants_events(&parts.headers);
         return Ok(stream_response(
-            edge.pool.clone(),
+            edge.status_pool.clone(),
             stream,
             route.binding.response_body.clone(),
             events,
@@ -142,7 +142,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         if !essence.eq_ignore_ascii_case("application/json") {
             return Err(status::with_reason(
                 Code::InvalidArgument,
-                ErrorReason::MalformedRequest,
+                ErrorReason::UnsupportedMediaType,
                 format!("the body must be application/json, not '{kind}'"),
                 Vec::new(),
             ));

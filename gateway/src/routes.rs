@@ -243,6 +243,7 @@ impl Routes {
             a.template
                 .specificity(&b.template)
                 .then_with(|| a.binding.path.cmp(&b.binding.path))
+                .then_with(|| a.http_method.as_str().cmp(b.http_method.as_str()))
         });
         Ok(Self { routes })
     }
@@ -281,6 +282,7 @@ impl Routes {
                 }
             }
         }
+        allowed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         if allowed.is_empty() {
             Routed::NotFound
         } else {
@@ -335,6 +337,95 @@ mod tests {
         );
         assert!(Template::parse("/v1/{x=**}/tail").is_err());
         assert!(Template::parse("v1/x").is_err());
+    }
+
+    #[test]
+    fn every_rest_path_of_the_design_routes_to_its_rpc() {
+        let pool = safra::descriptor::pool().expect("contracts");
+        let verifier = std::sync::Arc::new(safra::auth::TokenVerifier::new(
+            "test",
+            std::sync::Arc::new(safra::auth::StaticKeys(std::sync::Arc::default())),
+        ));
+        let gate = safra::gate::Gate::new(&pool, verifier).expect("gate");
+        let routes = Routes::new(gate.policies()).expect("routes");
+        let table = [
+            ("POST", "/v1/accounts:register", "AccountsService/Register"),
+            ("POST", "/v1/accounts:login", "AccountsService/Login"),
+            ("POST", "/v1/accounts:refresh", "AccountsService/Refresh"),
+            ("POST", "/v1/accounts:logout", "AccountsService/Logout"),
+            ("GET", "/v1/users/me", "AccountsService/GetMe"),
+            ("GET", "/v1/users/u-1", "AccountsService/GetUser"),
+            ("GET", "/v1/users", "AccountsService/ListUsers"),
+            ("GET", "/.well-known/jwks.json", "AccountsService/GetJwks"),
+            ("POST", "/v1/offerings", "MarketplaceService/CreateOffering"),
+            ("GET", "/v1/offerings/o-1", "MarketplaceService/GetOffering"),
+            ("GET", "/v1/offerings", "MarketplaceService/ListOfferings"),
+            (
+                "POST",
+                "/v1/offerings/o-1:invest",
+                "MarketplaceService/Invest",
+            ),
+            (
+                "GET",
+                "/v1/investments",
+                "MarketplaceService/ListInvestments",
+            ),
+            ("GET", "/v1/wallet", "WalletService/GetWallet"),
+            ("POST", "/v1/wallet:deposit", "WalletService/Deposit"),
+            (
+                "GET",
+                "/v1/wallet/transactions",
+                "WalletService/ListTransactions",
+            ),
+            (
+                "POST",
+                "/v1/offerings/o-1/installments/2:pay",
+                "WalletService/PayInstallment",
+            ),
+            (
+                "GET",
+                "/v1/distributions/d-1",
+                "DistributionService/GetDistribution",
+            ),
+            (
+                "GET",
+                "/v1/distributions",
+                "DistributionService/ListDistributions",
+            ),
+            (
+                "GET",
+                "/v1/notifications",
+                "NotificationsService/ListNotifications",
+            ),
+            (
+                "POST",
+                "/v1/notifications/n-1:markRead",
+                "NotificationsService/MarkRead",
+            ),
+            (
+                "GET",
+                "/v1/notifications:stream",
+                "NotificationsService/StreamNotifications",
+            ),
+        ];
+        for (method, path, rpc) in table {
+            let method = http::Method::from_bytes(method.as_bytes()).expect("method");
+            match routes.find(&method, path) {
+                Routed::Found(route, _) => {
+                    assert!(
+                        route.grpc_path.ends_with(rpc),
+                        "{path}: {}",
+                        route.grpc_path
+                    );
+                }
+                other => panic!("{method} {path}: {other:?}"),
+            }
+        }
+        // Internal RPCs have no route.
+        assert!(
+            routes.iter().all(|route| !route.policy.is_internal()),
+            "internal methods are never routed"
+        );
     }
 
     #[test]

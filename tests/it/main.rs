@@ -6,6 +6,7 @@
 mod client;
 mod contracts;
 mod databases;
+mod gateway;
 mod migrations;
 mod mtls;
 mod runtime;

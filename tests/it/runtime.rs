@@ -290,7 +290,8 @@ pub(crate) async fn spawn_relaying_echo(
         .with_limits(limits)
         .with_version("test-build")
         .with_admin(admin_listener, vec![("database".into(), always_ready)])
-        .add_service(EchoServiceServer::new(Echo { seen, relay }));
+        .add_service(EchoServiceServer::new(Echo { seen, relay }))
+        .add_service(safra::testing::Mirror);
     tokio::spawn(server.serve(listener, &[], std::future::pending()));
     (echo, admin)
 }

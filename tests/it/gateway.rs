@@ -1,0 +1,617 @@
+//! The edge gateway over a real mesh: an echo server and the mirroring
+//! transcoding server (`proto-test/`) behind mutual TLS, the accounts
+//! stand-in publishing the signing key, and the gateway's router on a
+//! loopback port, called over HTTP/1.1 (REST, grpc-web) and h2c (gRPC).
+
+use std::{
+    collections::HashMap, net::SocketAddr, sync::Arc, sync::atomic::Ordering, time::Duration,
+};
+
+use base64::Engine as _;
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use prost::Message as _;
+use safra::{
+    server::Limits,
+    testing::echo::v1::{
+        AdminEchoRequest, EchoRequest, EchoResponse, InternalEchoRequest, StreamEchoRequest,
+        echo_service_client::EchoServiceClient,
+    },
+};
+use safra_gateway::{Edge, EdgeLimits};
+use serde_json::{Value, json};
+use tonic::Code;
+
+use crate::runtime::{Mesh, reason, spawn_mesh, with_token};
+
+struct Gateway {
+    addr: SocketAddr,
+    mesh: Mesh,
+}
+
+const BODY_LIMIT: usize = 16 * 1024;
+
+async fn spawn_gateway() -> Gateway {
+    let mesh = spawn_mesh(Limits::default()).await;
+    let channel =
+        safra::client::mesh_channel(&mesh.pki.tls("gateway"), "wallet", &mesh.echo.to_string())
+            .expect("channel");
+    let upstreams = HashMap::from([
+        ("safra.echo.v1.EchoService".to_owned(), channel.clone()),
+        ("safra.transcode.v1.TranscodeService".to_owned(), channel),
+    ]);
+    let edge = Edge::new(
+        safra::testing::pool().expect("test contracts"),
+        mesh.verifier.clone(),
+        upstreams,
+        EdgeLimits {
+            max_body_bytes: BODY_LIMIT,
+            default_timeout: Duration::from_secs(10),
+        },
+    )
+    .expect("edge");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(safra_gateway::serve_router(
+        listener,
+        safra_gateway::router(Arc::new(edge)),
+        std::future::pending(),
+    ));
+    Gateway { addr, mesh }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "not JSON ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Gateway {
+    /// One HTTP/1.1 request on its own connection.
+    async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Answer {
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        let (parts, body) = response.into_parts();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.expect("body").to_bytes(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.http("GET", path, &[], b"").await
+    }
+
+    async fn send_json(&self, method: &str, path: &str, body: &Value) -> Answer {
+        self.http(
+            method,
+            path,
+            &[("content-type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+        .await
+    }
+}
+
+fn error_reason(answer: &Answer) -> String {
+    answer.json()["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|detail| detail["reason"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn rest_bindings_fill_the_request_from_path_query_and_body() {
+    let gateway = spawn_gateway().await;
+
+    let answer = gateway
+        .get(
+            "/v1/shelves/a%20b?labels=x&labels=y&size=SIZE_LARGE&capacity=9007199254740993\
+             &archived=true&slots=1&slots=2&location.room=r1&displayName=Ana\
+             &create_time=2026-11-30T10:00:00Z",
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(
+        answer.json(),
+        json!({
+            "name": "a b",
+            "location": {"room": "r1", "row": 0},
+            "labels": ["x", "y"],
+            "size": "SIZE_LARGE",
+            "capacity": "9007199254740993",
+            "archived": true,
+            "slots": [1, 2],
+            "createTime": "2026-11-30T10:00:00Z",
+            "displayName": "Ana",
+        })
+    );
+    assert_eq!(answer.header("cache-control"), "no-store");
+
+    // Enums by number, the additional binding with a nested variable.
+    let answer = gateway.get("/v1/rooms/kitchen/shelves/s2?size=1").await;
+    assert_eq!(answer.json()["location"]["room"], "kitchen");
+    assert_eq!(answer.json()["name"], "s2");
+    assert_eq!(answer.json()["size"], "SIZE_SMALL");
+
+    // A literal segment beats a variable, and its caching is declared.
+    let answer = gateway.get("/v1/shelves/featured").await;
+    assert_eq!(answer.json()["name"], "", "GetFeaturedShelf, not GetShelf");
+    assert_eq!(answer.header("cache-control"), "public, max-age=60");
+
+    // The whole body, JSON or proto names.
+    let answer = gateway
+        .send_json(
+            "POST",
+            "/v1/shelves",
+            &json!({"name": "n", "location": {"room": "x", "row": 3}, "display_name": "D"}),
+        )
+        .await;
+    assert_eq!(answer.json()["location"], json!({"room": "x", "row": 3}));
+    assert_eq!(answer.json()["displayName"], "D");
+
+    // One field from the body, the rest from the path and the query.
+    let answer = gateway
+        .send_json(
+            "PATCH",
+            "/v1/shelves/s1/location?labels=z",
+            &json!({"room": "k"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    let shelf = answer.json();
+    assert_eq!(
+        (&shelf["name"], &shelf["location"]["room"], &shelf["labels"]),
+        (&json!("s1"), &json!("k"), &json!(["z"]))
+    );
+
+    // A custom verb; the path variable wins over the body.
+    let answer = gateway
+        .send_json(
+            "POST",
+            "/v1/shelves/s1:archive",
+            &json!({"name": "other", "archived": true}),
+        )
+        .await;
+    assert_eq!(
+        (&answer.json()["name"], &answer.json()["archived"]),
+        (&json!("s1"), &json!(true))
+    );
+
+    // response_body: only that field.
+    let answer = gateway
+        .get("/v1/shelves/s1/location?location.room=q&location.row=4")
+        .await;
+    assert_eq!(answer.json(), json!({"room": "q", "row": 4}));
+
+    let answer = gateway.http("DELETE", "/v1/shelves/s9", &[], b"").await;
+    assert_eq!(answer.json()["name"], "s9");
+}
+
+#[tokio::test]
+async fn rest_errors_are_json_with_the_right_http_status() {
+    let gateway = spawn_gateway().await;
+
+    let unknown = gateway.get("/v1/nowhere").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.json()["code"], 5);
+    assert_eq!(error_reason(&unknown), "ROUTE_NOT_FOUND");
+
+    let wrong = gateway.http("PUT", "/v1/shelves/s1", &[], b"").await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.header("allow"), "DELETE, GET");
+    assert_eq!(error_reason(&wrong), "METHOD_NOT_ALLOWED");
+
+    for (body, expected) in [
+        (&b"{"[..], "not valid JSON"),
+        (br#"{"nope": 1}"#, "nope"),
+        (br#"{"capacity": "lots"}"#, ""),
+        (br#"{"archived": "yes"}"#, ""),
+    ] {
+        let answer = gateway
+            .http(
+                "POST",
+                "/v1/shelves",
+                &[("content-type", "application/json")],
+                body,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body:?}");
+        assert_eq!(answer.json()["code"], 3);
+        let message = answer.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(message.contains(expected), "{message}");
+    }
+
+    let query = gateway.get("/v1/shelves/s1?colour=red").await;
+    assert_eq!(query.status, StatusCode::BAD_REQUEST);
+    assert!(
+        query.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("colour")
+    );
+
+    let typed = gateway.get("/v1/shelves/s1?archived=maybe").await;
+    assert_eq!(typed.status, StatusCode::BAD_REQUEST);
+
+    let media = gateway
+        .http(
+            "POST",
+            "/v1/shelves",
+            &[("content-type", "text/plain")],
+            b"{}",
+        )
+        .await;
+    assert_eq!(media.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let large = vec![b' '; BODY_LIMIT + 1];
+    let too_large = gateway
+        .http(
+            "POST",
+            "/v1/shelves",
+            &[("content-type", "application/json")],
+            &large,
+        )
+        .await;
+    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_reason(&too_large), "REQUEST_TOO_LARGE");
+
+    // Statuses from the service map to their HTTP statuses.
+    for (code, http) in [
+        (5, StatusCode::NOT_FOUND),
+        (6, StatusCode::CONFLICT),
+        (9, StatusCode::BAD_REQUEST),
+        (14, StatusCode::SERVICE_UNAVAILABLE),
+    ] {
+        let answer = gateway
+            .send_json(
+                "POST",
+                "/v1/shelves:fail",
+                &json!({"code": code, "message": "m"}),
+            )
+            .await;
+        assert_eq!(answer.status, http, "code {code}");
+        assert_eq!(answer.json()["code"], code);
+        assert_eq!(answer.json()["message"], "m");
+    }
+    let exhausted = gateway
+        .send_json(
+            "POST",
+            "/v1/shelves:fail",
+            &json!({"code": 8, "message": "m"}),
+        )
+        .await;
+    assert_eq!(exhausted.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(exhausted.header("retry-after"), "1");
+}
+
+#[tokio::test]
+async fn the_edge_enforces_the_contract_before_any_service_sees_the_call() {
+    let gateway = spawn_gateway().await;
+    let calls = || gateway.mesh.seen.calls.load(Ordering::SeqCst);
+
+    // Every violated field, in one 400, and the service never called.
+    let before = calls();
+    let invalid = gateway
+        .send_json(
+            "POST",
+            "/v1/echo",
+            &json!({"message": "", "count": 11, "email": "x"}),
+        )
+        .await;
+    assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
+    let fields: Vec<String> = invalid.json()["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|detail| {
+            detail["fieldViolations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|violation| violation["field"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(fields, ["message", "email", "count"]);
+    assert_eq!(calls(), before, "the service was not called");
+
+    // No token: 401 with a challenge, without touching the service.
+    let anonymous = gateway.get("/v1/echo/me").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        anonymous.header("www-authenticate"),
+        "Bearer realm=\"safra\""
+    );
+    assert_eq!(error_reason(&anonymous), "TOKEN_MISSING");
+    let bad = gateway
+        .http(
+            "GET",
+            "/v1/echo/me",
+            &[("authorization", "Bearer not.a.token")],
+            b"",
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    assert!(bad.header("www-authenticate").contains("invalid_token"));
+    assert_eq!(calls(), before);
+
+    // A valid token is forwarded; the service sees the user.
+    let token = gateway.mesh.token("investor");
+    let bearer = format!("Bearer {token}");
+    let me = gateway
+        .http("GET", "/v1/echo/me", &[("authorization", &bearer)], b"")
+        .await;
+    assert_eq!(me.status, StatusCode::OK, "{:?}", me.body);
+    assert_eq!(me.json()["role"], "investor");
+    assert_eq!(me.json()["callerService"], "gateway");
+
+    // A role the method does not allow: 403.
+    let admin_only = gateway
+        .http(
+            "POST",
+            "/v1/echo:admin",
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            br#"{"message": "hi"}"#,
+        )
+        .await;
+    assert_eq!(admin_only.status, StatusCode::FORBIDDEN);
+    assert_eq!(error_reason(&admin_only), "ROLE_NOT_ALLOWED");
+}
+
+#[tokio::test]
+async fn rest_streams_as_ndjson_and_as_server_sent_events() {
+    let gateway = spawn_gateway().await;
+    let ndjson = gateway.get("/v1/echo:stream?count=3").await;
+    assert_eq!(ndjson.header("content-type"), "application/x-ndjson");
+    let lines: Vec<Value> = String::from_utf8_lossy(&ndjson.body)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+
+    let events = gateway
+        .http(
+            "GET",
+            "/v1/shelves:stream?name=s",
+            &[("accept", "text/event-stream")],
+            b"",
+        )
+        .await;
+    assert_eq!(events.header("content-type"), "text/event-stream");
+    let text = String::from_utf8_lossy(&events.body).into_owned();
+    let data: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(|json| serde_json::from_str(json).expect("JSON data"))
+        .collect();
+    assert_eq!(data.len(), 3, "{text}");
+    assert!(data.iter().all(|shelf| shelf["name"] == "s"));
+}
+
+fn grpc_client(gateway: &Gateway) -> EchoServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gateway.addr))
+        .expect("endpoint")
+        .connect_lazy();
+    EchoServiceClient::new(channel)
+}
+
+#[tokio::test]
+async fn native_grpc_is_proxied_with_the_same_gate_and_internal_methods_hidden() {
+    let gateway = spawn_gateway().await;
+    let mut client = grpc_client(&gateway);
+    let echoed = client
+        .echo(EchoRequest {
+            message: "hello".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("echo")
+        .into_inner();
+    assert_eq!(
+        (echoed.message.as_str(), echoed.caller_service.as_str()),
+        ("hello", "gateway")
+    );
+
+    let internal = client
+        .internal_echo(InternalEchoRequest {
+            message: "x".into(),
+        })
+        .await
+        .expect_err("internal");
+    assert_eq!(internal.code(), Code::Unimplemented);
+
+    let invalid = client
+        .echo(EchoRequest::default())
+        .await
+        .expect_err("invalid");
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert_eq!(reason(&invalid), "safra/VALIDATION_FAILED");
+
+    let denied = client
+        .admin_echo(with_token(
+            AdminEchoRequest {
+                message: "x".into(),
+            },
+            &gateway.mesh.token("investor"),
+        ))
+        .await
+        .expect_err("role");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    let mut stream = client
+        .stream_echo(StreamEchoRequest { count: 3 })
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut received = 0;
+    while let Some(item) = stream.message().await.expect("item") {
+        assert!(!item.message.is_empty());
+        received += 1;
+    }
+    assert_eq!(received, 3);
+}
+
+/// A grpc-web frame: flag, length, payload.
+fn frame(flag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.put_u8(flag);
+    out.put_u32(u32::try_from(payload.len()).expect("small"));
+    out.put_slice(payload);
+    out.to_vec()
+}
+
+/// The messages and the trailer block of a grpc-web response body.
+fn unframe(mut body: Bytes) -> (Vec<Bytes>, String) {
+    let mut messages = Vec::new();
+    let mut trailers = String::new();
+    while body.remaining() >= 5 {
+        let flag = body.get_u8();
+        let length = body.get_u32() as usize;
+        let payload = body.split_to(length);
+        if flag & 0x80 == 0 {
+            messages.push(payload);
+        } else {
+            trailers.push_str(&String::from_utf8_lossy(&payload));
+        }
+    }
+    (messages, trailers)
+}
+
+#[tokio::test]
+async fn grpc_web_over_http1_answers_unary_and_streams_with_trailers_in_the_body() {
+    let gateway = spawn_gateway().await;
+    let request = EchoRequest {
+        message: "web".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+
+    let answer = gateway
+        .http(
+            "POST",
+            "/safra.echo.v1.EchoService/Echo",
+            &[("content-type", "application/grpc-web+proto")],
+            &frame(0, &request),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        answer
+            .header("content-type")
+            .starts_with("application/grpc-web")
+    );
+    let (messages, trailers) = unframe(answer.body.clone());
+    assert_eq!(messages.len(), 1);
+    let echoed = EchoResponse::decode(messages[0].clone()).expect("EchoResponse");
+    assert_eq!(echoed.message, "web");
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+
+    // The text variant: base64 both ways.
+    let text = base64::engine::general_purpose::STANDARD.encode(frame(0, &request));
+    let answer = gateway
+        .http(
+            "POST",
+            "/safra.echo.v1.EchoService/Echo",
+            &[
+                ("content-type", "application/grpc-web-text"),
+                ("accept", "application/grpc-web-text"),
+            ],
+            text.as_bytes(),
+        )
+        .await;
+    // Each chunk is padded base64 of its own: decode quantum by quantum.
+    let decoded: Vec<u8> = answer
+        .body
+        .chunks(4)
+        .flat_map(|quantum| {
+            base64::engine::general_purpose::STANDARD
+                .decode(quantum)
+                .expect("base64")
+        })
+        .collect();
+    let (messages, trailers) = unframe(Bytes::from(decoded));
+    assert_eq!(messages.len(), 1);
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+
+    // Server streaming.
+    let answer = gateway
+        .http(
+            "POST",
+            "/safra.echo.v1.EchoService/StreamEcho",
+            &[("content-type", "application/grpc-web+proto")],
+            &frame(0, &StreamEchoRequest { count: 4 }.encode_to_vec()),
+        )
+        .await;
+    let (messages, trailers) = unframe(answer.body.clone());
+    assert_eq!(messages.len(), 4);
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+
+    // Errors are statuses a browser can read.
+    let answer = gateway
+        .http(
+            "POST",
+            "/safra.echo.v1.EchoService/InternalEcho",
+            &[("content-type", "application/grpc-web+proto")],
+            &frame(0, &[]),
+        )
+        .await;
+    let status = answer.header("grpc-status").to_owned();
+    let (_, trailers) = unframe(answer.body.clone());
+    assert!(
+        status == "12" || trailers.contains("grpc-status:12"),
+        "{status} {trailers}"
+    );
+}
