@@ -16,6 +16,7 @@
 
 mod codec;
 pub mod errors;
+pub mod openapi;
 mod proxy;
 mod readiness;
 mod rest;
@@ -98,6 +99,10 @@ pub struct Edge {
     routes: routes::Routes,
     upstreams: HashMap<String, MeshChannel>,
     limits: EdgeLimits,
+    /// `/openapi.json`, generated once at start-up.
+    openapi: bytes::Bytes,
+    /// Server reflection (v1, v1alpha) over the exposed services.
+    reflection: proxy::Reflection,
 }
 
 impl Edge {
@@ -120,6 +125,12 @@ impl Edge {
             .map_err(|error| GatewayError::Contracts(error.to_string()))?;
         let status_pool = safra::descriptor::pool()
             .map_err(|error| GatewayError::Contracts(error.to_string()))?;
+        let document = openapi::document(&status_pool, &routes, env!("CARGO_PKG_VERSION"));
+        let openapi = serde_json::to_vec_pretty(&document)
+            .map_err(|error| GatewayError::Contracts(error.to_string()))?
+            .into();
+        let reflection = proxy::Reflection::new(&pool, &gate)
+            .map_err(|error| GatewayError::Contracts(error.to_string()))?;
         Ok(Self {
             pool,
             status_pool,
@@ -127,6 +138,8 @@ impl Edge {
             routes,
             upstreams,
             limits,
+            openapi,
+            reflection,
         })
     }
 
@@ -142,6 +155,12 @@ impl Edge {
         &self.pool
     }
 
+    /// The OpenAPI document, as served at `/openapi.json`.
+    #[must_use]
+    pub fn openapi(&self) -> &[u8] {
+        &self.openapi
+    }
+
     /// The REST routes, most specific first.
     #[must_use]
     pub fn routes(&self) -> &routes::Routes {
@@ -153,7 +172,22 @@ impl Edge {
 /// content type to gRPC, grpc-web or REST.
 pub fn router(edge: Arc<Edge>) -> Router {
     let grpc = proxy::grpc_stack(edge.clone());
+    let openapi = edge.openapi.clone();
     Router::new()
+        .route(
+            "/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move {
+                    let mut response = json_response(http::StatusCode::OK, openapi.to_vec());
+                    response
+                        .headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                    response
+                }
+            }),
+        )
+        .route("/docs", get(docs))
         .fallback(move |request: Request| {
             let edge = edge.clone();
             let grpc = grpc.clone();
@@ -166,6 +200,17 @@ pub fn router(edge: Arc<Edge>) -> Router {
             }
         })
         .layer(axum::middleware::from_fn(traced))
+}
+
+/// A readable reference of the REST API, rendered in the browser from
+/// `/openapi.json` by a page built into the binary (nothing from a CDN).
+async fn docs() -> Response {
+    let mut response = Response::new(Body::from(include_str!("docs.html")));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
 }
 
 /// Runs every request in a `gateway` span whose parent is the client's W3C

@@ -24,6 +24,66 @@ use crate::{Edge, client_address};
 pub type GrpcStack =
     BoxCloneSyncService<http::Request<axum::body::Body>, http::Response<Body>, Infallible>;
 
+type GrpcService = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Infallible>;
+
+/// Server reflection at the edge, v1 and v1alpha (grpcurl builds here speak
+/// only v1alpha), listing the services that have public methods.
+#[derive(Clone)]
+pub struct Reflection {
+    v1: GrpcService,
+    v1alpha: GrpcService,
+}
+
+impl std::fmt::Debug for Reflection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reflection")
+    }
+}
+
+impl Reflection {
+    /// Reflection over the files of `pool`, naming the services of `gate`
+    /// that have at least one method the edge exposes.
+    ///
+    /// # Errors
+    /// The descriptors cannot be served.
+    pub fn new(
+        pool: &prost_reflect::DescriptorPool,
+        gate: &safra::gate::Gate,
+    ) -> Result<Self, tonic_reflection::server::Error> {
+        let files = prost_types::FileDescriptorSet {
+            file: pool.file_descriptor_protos().cloned().collect(),
+        };
+        let mut names: Vec<String> = gate
+            .policies()
+            .filter(|(_, policy)| !policy.is_internal())
+            .map(|(_, policy)| policy.method.parent_service().full_name().to_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        let builder = || {
+            names.iter().fold(
+                tonic_reflection::server::Builder::configure()
+                    .register_file_descriptor_set(files.clone()),
+                |builder, name| builder.with_service_name(name.clone()),
+            )
+        };
+        Ok(Self {
+            v1: BoxCloneSyncService::new(builder().build_v1()?),
+            v1alpha: BoxCloneSyncService::new(builder().build_v1alpha()?),
+        })
+    }
+
+    fn service_for(&self, path: &str) -> Option<GrpcService> {
+        if path.starts_with("/grpc.reflection.v1.ServerReflection/") {
+            Some(self.v1.clone())
+        } else if path.starts_with("/grpc.reflection.v1alpha.ServerReflection/") {
+            Some(self.v1alpha.clone())
+        } else {
+            None
+        }
+    }
+}
+
 /// Whether a request speaks gRPC or grpc-web (by its content type).
 #[must_use]
 pub fn is_grpc(headers: &HeaderMap) -> bool {
@@ -45,6 +105,13 @@ pub fn grpc_stack(edge: Arc<Edge>) -> GrpcStack {
 /// did not exist.
 pub async fn serve(edge: &Edge, stack: GrpcStack, mut request: Request) -> Response {
     let path = request.uri().path();
+    if let Some(reflection) = edge.reflection.service_for(path) {
+        let response = match reflection.oneshot(request.map(Body::new)).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        return response.map(axum::body::Body::new);
+    }
     let exposed = edge
         .gate
         .policy(path)

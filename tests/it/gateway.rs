@@ -615,3 +615,142 @@ async fn grpc_web_over_http1_answers_unary_and_streams_with_trailers_in_the_body
         "{status} {trailers}"
     );
 }
+
+/// Validates an OpenAPI document with `openapi-spec-validator` (PyPI), which
+/// the test command installs.
+fn assert_valid_openapi(document: &[u8]) {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), document).expect("written");
+    let output = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(file.path())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "openapi-spec-validator refused the document (run scripts/test, which installs it):\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_operation_and_validates() {
+    let gateway = spawn_gateway().await;
+    let answer = gateway.get("/openapi.json").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let document = answer.json();
+    assert_eq!(document["openapi"], "3.1.0");
+    let shelf = &document["paths"]["/v1/shelves/{name}"]["get"];
+    assert_eq!(shelf["operationId"], "TranscodeService_GetShelf");
+    assert_eq!(shelf["tags"], json!(["TranscodeService"]));
+    assert_eq!(
+        document["paths"]["/v1/rooms/{location.room}/shelves/{name}"]["get"]["operationId"],
+        "TranscodeService_GetShelf_2"
+    );
+    let parameters: Vec<&str> = shelf["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|parameter| parameter["name"].as_str())
+        .collect();
+    assert!(parameters.contains(&"name"), "{parameters:?}");
+    assert!(parameters.contains(&"location.room"), "{parameters:?}");
+    assert!(parameters.contains(&"labels"), "{parameters:?}");
+    // Rules become constraints; authorization becomes security.
+    let echo = &document["components"]["schemas"]["safra.echo.v1.EchoRequest"];
+    assert_eq!(echo["properties"]["message"]["maxLength"], 64);
+    assert_eq!(echo["properties"]["count"]["maximum"], 10);
+    assert_eq!(echo["required"], json!(["message"]));
+    assert_eq!(
+        document["paths"]["/v1/echo/me"]["get"]["security"],
+        json!([{"bearer": []}])
+    );
+    assert_eq!(
+        document["paths"]["/v1/echo:admin"]["post"]["x-safra-roles"],
+        json!(["admin"])
+    );
+    // Internal methods are not described.
+    let text = answer.body.clone();
+    assert!(!String::from_utf8_lossy(&text).contains("InternalEcho"));
+    assert_valid_openapi(&answer.body);
+
+    let docs = gateway.get("/docs").await;
+    assert_eq!(docs.status, StatusCode::OK);
+    assert!(docs.header("content-type").starts_with("text/html"));
+    assert!(String::from_utf8_lossy(&docs.body).contains("/openapi.json"));
+}
+
+#[test]
+fn the_production_openapi_document_validates_with_stable_operation_ids() {
+    let verifier = Arc::new(safra::auth::TokenVerifier::new(
+        "test",
+        Arc::new(safra::auth::StaticKeys(Arc::default())),
+    ));
+    let edge = Edge::new(
+        safra::descriptor::pool().expect("contracts"),
+        verifier,
+        HashMap::new(),
+        EdgeLimits::default(),
+    )
+    .expect("edge");
+    let document: Value = serde_json::from_slice(edge.openapi()).expect("JSON");
+    let mut ids: Vec<String> = document["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|paths| paths.values())
+        .flat_map(|operations| operations.as_object().into_iter().flat_map(|o| o.values()))
+        .filter_map(|operation| operation["operationId"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    assert!(
+        ids.contains(&"AccountsService_Register".to_owned()),
+        "{ids:?}"
+    );
+    assert!(ids.contains(&"NotificationsService_StreamNotifications".to_owned()));
+    // The 22 REST bindings of DESIGN.md and the jobs monitor's 4.
+    assert_eq!(ids.len(), 26, "one operation per REST binding: {ids:?}");
+    assert_eq!(
+        document["paths"]["/v1/accounts:register"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/safra.accounts.v1.RegisterRequest"
+    );
+    assert_valid_openapi(edge.openapi());
+}
+
+#[tokio::test]
+async fn reflection_at_the_edge_lists_the_public_services() {
+    use tokio_stream::StreamExt as _;
+    use tonic_reflection::pb::v1alpha;
+
+    let gateway = spawn_gateway().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gateway.addr))
+        .expect("endpoint")
+        .connect_lazy();
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut responses = v1alpha::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let response = responses.next().await.expect("one").expect("ok");
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("expected a list, got {response:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "safra.echo.v1.EchoService",
+            "safra.transcode.v1.TranscodeService"
+        ]
+    );
+}
