@@ -18,6 +18,7 @@ mod codec;
 pub mod errors;
 pub mod openapi;
 mod proxy;
+mod ratelimit;
 mod readiness;
 mod rest;
 pub mod routes;
@@ -69,20 +70,27 @@ pub enum GatewayError {
     Serve(#[from] std::io::Error),
 }
 
-/// Bounds the edge applies to every request.
+/// What the edge applies to every request.
 #[derive(Debug, Clone)]
-pub struct EdgeLimits {
+pub struct EdgeSettings {
     /// The largest REST body or gRPC message accepted, in bytes.
     pub max_body_bytes: usize,
     /// The deadline of a unary call whose client sets none.
     pub default_timeout: Duration,
+    /// Requests per second each client address may make, in bursts of up
+    /// to twice as many; 0 turns the limit off.
+    pub rate_limit_rps: u32,
+    /// Browser origins allowed to call the edge (CORS).
+    pub cors_origins: Vec<String>,
 }
 
-impl Default for EdgeLimits {
+impl Default for EdgeSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 4 * 1024 * 1024,
             default_timeout: Duration::from_secs(30),
+            rate_limit_rps: 200,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -98,7 +106,9 @@ pub struct Edge {
     gate: Arc<Gate>,
     routes: routes::Routes,
     upstreams: HashMap<String, MeshChannel>,
-    limits: EdgeLimits,
+    settings: EdgeSettings,
+    /// Each client address's request budget.
+    limiter: ratelimit::RateLimiter,
     /// `/openapi.json`, generated once at start-up.
     openapi: bytes::Bytes,
     /// Server reflection (v1, v1alpha) over the exposed services.
@@ -115,7 +125,7 @@ impl Edge {
         pool: DescriptorPool,
         verifier: Arc<TokenVerifier>,
         upstreams: HashMap<String, MeshChannel>,
-        limits: EdgeLimits,
+        settings: EdgeSettings,
     ) -> Result<Self, GatewayError> {
         let gate = Arc::new(
             Gate::new(&pool, verifier)
@@ -137,7 +147,8 @@ impl Edge {
             gate,
             routes,
             upstreams,
-            limits,
+            limiter: ratelimit::RateLimiter::new(settings.rate_limit_rps),
+            settings,
             openapi,
             reflection,
         })
@@ -173,6 +184,7 @@ impl Edge {
 pub fn router(edge: Arc<Edge>) -> Router {
     let grpc = proxy::grpc_stack(edge.clone());
     let openapi = edge.openapi.clone();
+    let cors = cors_layer(&edge.settings.cors_origins);
     Router::new()
         .route(
             "/openapi.json",
@@ -192,14 +204,64 @@ pub fn router(edge: Arc<Edge>) -> Router {
             let edge = edge.clone();
             let grpc = grpc.clone();
             async move {
-                if proxy::is_grpc(request.headers()) {
+                let grpc_call = proxy::is_grpc(request.headers());
+                if let Err(status) = edge.limiter.admit(client_ip(&request)) {
+                    return if grpc_call {
+                        proxy::status_answer(&status, request.headers())
+                    } else {
+                        errors::status_response(&edge.status_pool, &status)
+                    };
+                }
+                if grpc_call {
                     proxy::serve(&edge, grpc, request).await
                 } else {
                     rest::serve(&edge, request).await
                 }
             }
         })
+        .layer(cors)
         .layer(axum::middleware::from_fn(traced))
+}
+
+/// CORS for the configured browser origins: preflights answered here, and
+/// the headers a grpc-web or REST client must read exposed.
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    let header = |name: &'static str| http::HeaderName::from_static(name);
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([
+            http::Method::GET,
+            http::Method::HEAD,
+            http::Method::POST,
+            http::Method::PUT,
+            http::Method::PATCH,
+            http::Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header("grpc-timeout"),
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("traceparent"),
+            header("tracestate"),
+        ])
+        .expose_headers([
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+            header("x-trace-id"),
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 /// A readable reference of the REST API, rendered in the browser from
@@ -231,13 +293,18 @@ async fn traced(request: Request, next: Next) -> Response {
     response
 }
 
-/// The client's address as the services should see it: the peer of this
-/// connection (a value the client sent is never trusted).
-fn client_address(request: &Request) -> Option<HeaderValue> {
+/// The peer address of the connection a request came on.
+fn client_ip(request: &Request) -> Option<std::net::IpAddr> {
     request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .and_then(|ConnectInfo(addr)| HeaderValue::from_str(&addr.ip().to_string()).ok())
+        .map(|ConnectInfo(addr)| addr.ip())
+}
+
+/// The client's address as the services should see it: the peer of this
+/// connection (a value the client sent is never trusted).
+fn client_address(request: &Request) -> Option<HeaderValue> {
+    client_ip(request).and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok())
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then drains
@@ -277,7 +344,12 @@ pub async fn serve(
         .iter()
         .map(|(service, channel)| (service.grpc_service().to_owned(), channel.clone()))
         .collect();
-    let edge = Arc::new(Edge::new(pool, verifier, upstreams, EdgeLimits::default())?);
+    let settings = EdgeSettings {
+        rate_limit_rps: config.rate_limit_rps,
+        cors_origins: config.cors_origins.clone(),
+        ..EdgeSettings::default()
+    };
+    let edge = Arc::new(Edge::new(pool, verifier, upstreams, settings)?);
     let readiness = Readiness::from_channels(channels);
     let app = Router::new()
         .route("/healthz", get(readiness::healthz))

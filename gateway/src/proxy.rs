@@ -95,7 +95,7 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// grpc-web translation, then the contract stage, then the forwarder.
 pub fn grpc_stack(edge: Arc<Edge>) -> GrpcStack {
-    let contract = ContractLayer::with_gate(edge.gate.clone(), edge.limits.max_body_bytes);
+    let contract = ContractLayer::with_gate(edge.gate.clone(), edge.settings.max_body_bytes);
     let stack = tonic_web::GrpcWebLayer::new().layer(contract.layer(Forward { edge }));
     BoxCloneSyncService::new(stack)
 }
@@ -126,7 +126,7 @@ pub async fn serve(edge: &Edge, stack: GrpcStack, mut request: Request) -> Respo
         .policy(path)
         .is_some_and(|policy| policy.method.is_server_streaming());
     if !streaming && !request.headers().contains_key("grpc-timeout") {
-        let millis = edge.limits.default_timeout.as_millis();
+        let millis = edge.settings.default_timeout.as_millis();
         if let Ok(value) = HeaderValue::from_str(&format!("{millis}m")) {
             request.headers_mut().insert("grpc-timeout", value);
         }
@@ -144,6 +144,13 @@ pub async fn serve(edge: &Edge, stack: GrpcStack, mut request: Request) -> Respo
         Err(never) => match never {},
     };
     response.map(axum::body::Body::new)
+}
+
+/// `status` as a gRPC (or grpc-web) answer to a request the edge refuses
+/// before routing it.
+#[must_use]
+pub fn status_answer(status: &Status, request: &HeaderMap) -> Response {
+    grpc_web_aware(status.clone().into_http(), request)
 }
 
 /// A trailers-only gRPC answer, which tonic-web would translate for a

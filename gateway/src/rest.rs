@@ -48,7 +48,7 @@ async fn call(
     let body = if route.binding.body.is_empty() {
         Bytes::new()
     } else {
-        read_body(&parts.headers, body, edge.limits.max_body_bytes).await?
+        read_body(&parts.headers, body, edge.settings.max_body_bytes).await?
     };
     let message = transcode::request_message(
         &route.policy.input,
@@ -88,7 +88,7 @@ async fn call(
         metadata.insert("x-forwarded-for", value);
     }
     let streaming = route.policy.method.is_server_streaming();
-    if let Some(timeout) = timeout(&parts.headers, streaming, edge.limits.default_timeout) {
+    if let Some(timeout) = timeout(&parts.headers, streaming, edge.settings.default_timeout) {
         outbound.set_timeout(timeout);
     }
     let grpc_path = PathAndQuery::try_from(route.grpc_path.as_str())

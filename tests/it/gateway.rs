@@ -20,7 +20,7 @@ use safra::{
         echo_service_client::EchoServiceClient,
     },
 };
-use safra_gateway::{Edge, EdgeLimits};
+use safra_gateway::{Edge, EdgeSettings};
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -34,6 +34,16 @@ struct Gateway {
 const BODY_LIMIT: usize = 16 * 1024;
 
 async fn spawn_gateway() -> Gateway {
+    spawn_gateway_with(EdgeSettings {
+        max_body_bytes: BODY_LIMIT,
+        default_timeout: Duration::from_secs(10),
+        rate_limit_rps: 0,
+        cors_origins: vec!["http://console.test".into()],
+    })
+    .await
+}
+
+async fn spawn_gateway_with(settings: EdgeSettings) -> Gateway {
     let mesh = spawn_mesh(Limits::default()).await;
     let channel =
         safra::client::mesh_channel(&mesh.pki.tls("gateway"), "wallet", &mesh.echo.to_string())
@@ -46,10 +56,7 @@ async fn spawn_gateway() -> Gateway {
         safra::testing::pool().expect("test contracts"),
         mesh.verifier.clone(),
         upstreams,
-        EdgeLimits {
-            max_body_bytes: BODY_LIMIT,
-            default_timeout: Duration::from_secs(10),
-        },
+        settings,
     )
     .expect("edge");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -691,7 +698,7 @@ fn the_production_openapi_document_validates_with_stable_operation_ids() {
         safra::descriptor::pool().expect("contracts"),
         verifier,
         HashMap::new(),
-        EdgeLimits::default(),
+        EdgeSettings::default(),
     )
     .expect("edge");
     let document: Value = serde_json::from_slice(edge.openapi()).expect("JSON");
@@ -752,5 +759,131 @@ async fn reflection_at_the_edge_lists_the_public_services() {
             "safra.echo.v1.EchoService",
             "safra.transcode.v1.TranscodeService"
         ]
+    );
+}
+
+#[tokio::test]
+async fn each_client_address_has_a_rate_limit_at_every_protocol() {
+    let gateway = spawn_gateway_with(EdgeSettings {
+        rate_limit_rps: 5,
+        ..EdgeSettings::default()
+    })
+    .await;
+    // A burst of twice the rate passes, then REST answers 429.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(gateway.get("/v1/shelves/s1").await);
+    }
+    let limited: Vec<&Answer> = statuses
+        .iter()
+        .filter(|answer| answer.status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(
+        !limited.is_empty(),
+        "some requests over the burst are refused"
+    );
+    assert!(statuses[0].status == StatusCode::OK);
+    assert_eq!(limited[0].header("retry-after"), "1");
+    assert_eq!(error_reason(limited[0]), "RATE_LIMITED");
+    // The same address over gRPC is refused with RESOURCE_EXHAUSTED.
+    let status = grpc_client(&gateway)
+        .echo(EchoRequest {
+            message: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("limited");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&status), "safra/RATE_LIMITED");
+}
+
+#[tokio::test]
+async fn cors_admits_configured_origins_and_exposes_grpc_headers() {
+    let gateway = spawn_gateway().await;
+    let preflight = gateway
+        .http(
+            "OPTIONS",
+            "/safra.echo.v1.EchoService/Echo",
+            &[
+                ("origin", "http://console.test"),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "content-type,x-grpc-web,authorization",
+                ),
+            ],
+            b"",
+        )
+        .await;
+    assert!(preflight.status.is_success(), "{:?}", preflight.status);
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        "http://console.test"
+    );
+    assert!(
+        preflight
+            .header("access-control-allow-headers")
+            .contains("x-grpc-web")
+    );
+
+    let simple = gateway
+        .http(
+            "GET",
+            "/v1/shelves/s1",
+            &[("origin", "http://console.test")],
+            b"",
+        )
+        .await;
+    assert_eq!(
+        simple.header("access-control-allow-origin"),
+        "http://console.test"
+    );
+    let exposed = simple.header("access-control-expose-headers");
+    for name in [
+        "grpc-status",
+        "grpc-message",
+        "grpc-status-details-bin",
+        "x-trace-id",
+    ] {
+        assert!(exposed.contains(name), "{exposed}");
+    }
+
+    let stranger = gateway
+        .http(
+            "GET",
+            "/v1/shelves/s1",
+            &[("origin", "http://evil.test")],
+            b"",
+        )
+        .await;
+    assert_eq!(stranger.header("access-control-allow-origin"), "");
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_trace_id_and_a_browser_traceparent_is_followed() {
+    let _telemetry = safra::telemetry::init_with_writer(
+        &safra::config::LogConfig {
+            format: safra::config::LogFormat::Json,
+            filter: "info".into(),
+            otlp_endpoint: None,
+        },
+        "gateway-test",
+        std::io::sink,
+    )
+    .expect("telemetry");
+    let gateway = spawn_gateway().await;
+    let fresh = gateway.get("/v1/shelves/s1").await;
+    let id = fresh.header("x-trace-id").to_owned();
+    assert_eq!(id.len(), 32, "{id:?}");
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let followed = gateway
+        .http("GET", "/v1/nowhere", &[("traceparent", parent)], b"")
+        .await;
+    assert_eq!(followed.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        followed.header("x-trace-id"),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
     );
 }

@@ -5,12 +5,13 @@
 //
 // `node scripts/build.mjs --dev` instead watches the sources and serves the
 // same layout from .dev/ at http://127.0.0.1:5173, calling the gateway at
-// $SAFRA_GATEWAY (default http://127.0.0.1:8080) across origins, which the
+// $SAFRA_GATEWAY_URL (default http://127.0.0.1:8080) across origins, which the
 // gateway's default CORS origins allow.
 import * as esbuild from "esbuild";
 import { copyFile, mkdir, rm } from "node:fs/promises";
 
 const dev = process.argv.includes("--dev");
+const gateway = process.env.SAFRA_GATEWAY_URL ?? "http://127.0.0.1:8080";
 const root = dev ? ".dev" : "dist";
 const assets = dev ? `${root}/console` : root;
 
@@ -29,7 +30,7 @@ const options = {
   logLevel: dev ? "info" : "warning",
   // Empty: the page calls the origin it was loaded from.
   define: {
-    SAFRA_API_BASE: JSON.stringify(dev ? (process.env.SAFRA_GATEWAY ?? "http://127.0.0.1:8080") : ""),
+    SAFRA_API_BASE: JSON.stringify(dev ? gateway : ""),
   },
 };
 
@@ -41,7 +42,7 @@ if (dev) {
   const ctx = await esbuild.context(options);
   await ctx.watch();
   const { hosts, port } = await ctx.serve({ servedir: root, host: "127.0.0.1", port: 5173 });
-  console.log(`console: http://${hosts[0]}:${port}/ (gateway ${options.define.SAFRA_API_BASE})`);
+  console.log(`console: http://${hosts[0]}:${port}/ calling the gateway at ${gateway}`);
 } else {
   const started = performance.now();
   await esbuild.build(options);

@@ -7,7 +7,7 @@ export function roleName(role: Role): string {
   return Role[role]?.toLowerCase() ?? String(role);
 }
 
-/** RFC 3339 in UTC, or an empty string when unset. */
+/** RFC 3339 in UTC to the second, or an empty string when unset. */
 export function time(ts: Timestamp | undefined): string {
-  return ts ? timestampDate(ts).toISOString() : "";
+  return ts ? timestampDate(ts).toISOString().replace(/\.\d+Z$/, "Z") : "";
 }

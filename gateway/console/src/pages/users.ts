@@ -13,6 +13,7 @@ export function render(ctx: PageContext): Node {
   const body = h("div", { testid: "users-body" }, h("p", { class: "muted" }, "Loading…"));
   const first = h("button", { type: "button", testid: "users-first", disabled: true }, "First page");
   const next = h("button", { type: "button", testid: "users-next", disabled: true }, "Next page");
+  const pager = h("div", { class: "pager" }, first, next);
   let nextToken = "";
 
   async function load(pageToken: string): Promise<void> {
@@ -25,6 +26,8 @@ export function render(ctx: PageContext): Node {
       next.disabled = nextToken === "";
     } catch (err) {
       replace(body, errorView(err));
+      // No page to move from when even the first one failed.
+      pager.hidden = pageToken === "";
       first.disabled = pageToken === "";
     }
   }
@@ -38,7 +41,7 @@ export function render(ctx: PageContext): Node {
     { class: "page", testid: "users-page" },
     h("h1", {}, "Users"),
     body,
-    h("div", { class: "pager" }, first, next),
+    pager,
   );
 }
 

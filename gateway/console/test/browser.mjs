@@ -1,0 +1,169 @@
+// End-to-end check of the console in a real browser (Debian's chromium,
+// driven by playwright-core) against a running gateway that serves it:
+//
+//   node test/browser.mjs [baseUrl]      (default $SAFRA_GATEWAY_URL or http://127.0.0.1:8080)
+//
+// Registers a fresh investor, signs in, checks the profile page (e-mail and
+// the trace id of GetMe), signs out. Env: CHROMIUM_PATH (default
+// /usr/bin/chromium). Prints one line per step; exits 1 on a failure, with
+// the page's own error when it showed one. The whole run is bounded.
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const baseUrl = (process.argv[2] ?? process.env.SAFRA_GATEWAY_URL ?? "http://127.0.0.1:8080").replace(/\/+$/, "");
+const executablePath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const STEP_TIMEOUT_MS = 10_000;
+const RUN_TIMEOUT_MS = 55_000;
+
+const email = `browser-${randomBytes(6).toString("hex")}@example.com`;
+const password = `pw-${randomBytes(15).toString("base64url")}`; // 23 characters
+const origin = new URL(baseUrl).origin;
+const GET_ME = "safra.accounts.v1.AccountsService/GetMe";
+
+let context;
+let userDataDir;
+let finished = false;
+
+async function cleanup() {
+  await context?.close().catch(() => {});
+  if (userDataDir) await rm(userDataDir, { recursive: true, force: true }).catch(() => {});
+}
+
+const watchdog = setTimeout(async () => {
+  if (finished) return;
+  console.error(`browser: FAIL - the run took longer than ${RUN_TIMEOUT_MS} ms`);
+  await cleanup();
+  process.exit(1);
+}, RUN_TIMEOUT_MS);
+
+class Failure extends Error {}
+
+function fail(message) {
+  throw new Failure(message);
+}
+
+const byTestId = (id) => `[data-testid="${id}"]`;
+
+/** Waits for `testid` to show, failing early with the page's error if the
+ * console shows one instead. */
+async function waitForPage(page, testid, what) {
+  const target = page.locator(`${byTestId(testid)}, ${byTestId("error")}`).first();
+  try {
+    await target.waitFor({ state: "visible" });
+  } catch {
+    fail(`${what}: ${byTestId(testid)} did not appear within ${STEP_TIMEOUT_MS} ms (at ${page.url()})`);
+  }
+  const error = page.locator(byTestId("error"));
+  if (await error.count()) fail(`${what}: the page shows an error: ${(await error.first().innerText()).trim()}`);
+}
+
+let passed = 0;
+
+async function step(name, fn) {
+  await fn();
+  passed++;
+  console.log(`ok   - ${name}`);
+}
+
+async function main() {
+  console.log(`browser: checking ${baseUrl} with ${executablePath} as ${email}`);
+  userDataDir = await mkdtemp(join(tmpdir(), "safra-console-browser-"));
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath,
+    headless: true,
+    chromiumSandbox: false,
+    timeout: STEP_TIMEOUT_MS,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  context.setDefaultTimeout(STEP_TIMEOUT_MS);
+  context.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
+
+  const outside = [];
+  const pageErrors = [];
+  context.on("request", (req) => {
+    const url = req.url();
+    if (!url.startsWith("data:") && new URL(url).origin !== origin) outside.push(url);
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on("pageerror", (err) => pageErrors.push(err.message));
+
+  await step("the register page loads", async () => {
+    await page.goto(`${baseUrl}/#/register`);
+    await waitForPage(page, "register-page", "register page");
+  });
+
+  await step(`registering ${email} as an investor leads to the login page`, async () => {
+    await page.fill(byTestId("register-email"), email);
+    await page.fill(byTestId("register-password"), password);
+    await page.fill(byTestId("register-display-name"), "Browser Test");
+    await page.selectOption(byTestId("register-role"), "investor");
+    await page.click(byTestId("register-submit"));
+    await waitForPage(page, "login-page", "after Register");
+  });
+
+  await step("signing in leads to the profile page", async () => {
+    await page.fill(byTestId("login-email"), email);
+    await page.fill(byTestId("login-password"), password);
+    await page.click(byTestId("login-submit"));
+    await waitForPage(page, "profile-email", "after Login");
+  });
+
+  await step("the profile shows the registered e-mail", async () => {
+    const shown = (await page.innerText(byTestId("profile-email"))).trim();
+    if (shown !== email) fail(`profile e-mail is ${JSON.stringify(shown)}, want ${JSON.stringify(email)}`);
+    const nav = await page.innerText(byTestId("nav-user"));
+    if (!nav.includes(email)) fail(`nav bar shows ${JSON.stringify(nav)}, want the e-mail in it`);
+  });
+
+  await step("the last call (GetMe) shows a 32-hex-digit trace id", async () => {
+    try {
+      await page.waitForFunction(
+        ([methodSel, traceSel, method]) =>
+          document.querySelector(methodSel)?.textContent === method &&
+          /^[0-9a-f]{32}$/.test(document.querySelector(traceSel)?.textContent ?? ""),
+        [byTestId("last-call-method"), byTestId("last-trace-id"), GET_ME],
+      );
+    } catch {
+      const bar = await page.locator(byTestId("last-call")).innerText().catch(() => "(missing)");
+      fail(`the last-call bar shows ${JSON.stringify(bar.trim())}, want ${GET_ME} with a 32-hex-digit trace id`);
+    }
+  });
+
+  await step("signing out leads to the login page and forgets the session", async () => {
+    await page.click(byTestId("sign-out"));
+    await waitForPage(page, "login-page", "after sign-out");
+    if (await page.locator(byTestId("nav-user")).count()) fail("the nav bar still shows a signed-in user");
+    const stored = await page.evaluate(() => sessionStorage.length);
+    if (stored !== 0) fail(`sessionStorage still holds ${stored} item(s)`);
+  });
+
+  await step("nothing was loaded from another origin and the page threw nothing", async () => {
+    if (outside.length) fail(`requests outside ${origin}: ${outside.join(", ")}`);
+    if (pageErrors.length) fail(`uncaught errors on the page: ${pageErrors.join(" | ")}`);
+  });
+}
+
+let code = 0;
+try {
+  await main();
+  console.log(`browser: ${passed} passed, 0 failed`);
+} catch (err) {
+  code = 1;
+  console.error(`browser: FAIL - ${err instanceof Failure ? err.message : (err?.stack ?? err)}`);
+  console.log(`browser: ${passed} passed, 1 failed`);
+} finally {
+  finished = true;
+  clearTimeout(watchdog);
+  await cleanup();
+}
+process.exit(code);
