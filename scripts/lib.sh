@@ -92,6 +92,21 @@ ensure_tools() {
   fi
 }
 
+# The console (gateway/console): npm packages from its lock file when
+# missing, then its build (generated clients, type check, bundle) into
+# gateway/console/dist, which the gateway embeds when it is compiled.
+ensure_console() {
+  if [ ! -x gateway/console/node_modules/.bin/esbuild ]; then
+    (cd gateway/console && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  (cd gateway/console && npm run --silent build >/dev/null)
+}
+
+# Debian's Chromium, for the browser test of the console.
+ensure_chromium() {
+  command -v chromium >/dev/null || apt_install chromium
+}
+
 # Python packages of the tests (tools/requirements.txt), installed when one
 # is missing. Debian's own Python refuses pip without the override.
 ensure_python_tools() {

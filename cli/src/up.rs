@@ -272,6 +272,13 @@ async fn start_children(
         if *service == Service::Accounts {
             command.env("SAFRA_KEY_ENCRYPTION_KEY_FILE", key_file);
         }
+        // Every peer where this run placed it (the JWKS comes from accounts).
+        for (peer, peer_listen, _) in &layout.services {
+            command.env(
+                format!("SAFRA_{}_URL", peer.env_name()),
+                format!("https://{peer_listen}"),
+            );
+        }
         running.push(spawn(service.name(), command, logs)?);
     }
     let mut gateway = Command::new(&exe);
@@ -283,7 +290,7 @@ async fn start_children(
     for (service, listen, _) in &layout.services {
         gateway.env(
             format!("SAFRA_{}_URL", service.env_name()),
-            format!("http://{listen}"),
+            format!("https://{listen}"),
         );
     }
     running.push(spawn("gateway", gateway, logs)?);

@@ -11,10 +11,12 @@
 //!
 //! Before anything reaches a service the edge applies the contract's gate
 //! (authorization and field rules, [`safra::gate`]); `internal` methods are
-//! never exposed. `/healthz` and `/readyz` report on the gateway and the
-//! mesh behind it.
+//! never exposed. `/openapi.json` and `/docs` describe the REST surface,
+//! `/` serves the console ([`console`]), and `/healthz` and `/readyz`
+//! report on the gateway and the mesh behind it.
 
 mod codec;
+mod console;
 pub mod errors;
 pub mod openapi;
 mod proxy;
@@ -200,6 +202,8 @@ pub fn router(edge: Arc<Edge>) -> Router {
             }),
         )
         .route("/docs", get(docs))
+        .route("/", get(console::index))
+        .route("/console/{file}", get(console::file))
         .fallback(move |request: Request| {
             let edge = edge.clone();
             let grpc = grpc.clone();

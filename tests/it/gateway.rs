@@ -887,3 +887,37 @@ async fn every_answer_carries_the_trace_id_and_a_browser_traceparent_is_followed
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
 }
+
+#[tokio::test]
+async fn a_node_grpc_web_client_calls_unary_and_streaming_methods() {
+    // Telemetry on, so that answers carry x-trace-id as in production.
+    let _telemetry = safra::telemetry::init_with_writer(
+        &safra::config::LogConfig {
+            format: safra::config::LogFormat::Json,
+            filter: "info".into(),
+            otlp_endpoint: None,
+        },
+        "gateway-test",
+        std::io::sink,
+    )
+    .expect("telemetry");
+    let gateway = spawn_gateway().await;
+    let console = crate::repository_root().join("gateway/console");
+    assert!(
+        console.join("test/gen").is_dir(),
+        "the console's generated clients are missing: run scripts/test (npm run build in gateway/console)"
+    );
+    let output = tokio::process::Command::new("node")
+        .arg("test/grpc-web.mjs")
+        .arg(format!("http://{}", gateway.addr))
+        .current_dir(&console)
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        output.status.success(),
+        "the Node grpc-web client failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

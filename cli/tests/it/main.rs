@@ -142,15 +142,44 @@ impl Drop for Up {
 
 /// Status line and body of a plain HTTP/1.1 GET.
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(addr, "GET", path, &[], "")
+}
+
+/// Status and body of one HTTP/1.1 request with `headers` and a JSON `body`.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let (status, _, body) = http_with_headers(addr, method, path, headers, body);
+    (status, body)
+}
+
+/// Status, response head and body of one HTTP/1.1 request.
+fn http_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    write!(stream, "{head}\r\n{body}").expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     let status = response
@@ -158,11 +187,8 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// Whether nothing listens on `addr` any more.
@@ -238,6 +264,114 @@ fn up_serves_the_mesh_and_stops_cleanly_on_sigterm() {
             "{addr} released"
         );
     }
+    drop_databases(&prefix);
+}
+
+fn repository_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ sits in the repository")
+        .to_path_buf()
+}
+
+/// Runs a test client (Python, Node) against the gateway and asserts that
+/// it passed, showing its output when it did not.
+fn run_client(program: &str, args: &[&str]) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(repository_root())
+        .output()
+        .unwrap_or_else(|error| panic!("{program} cannot run: {error}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed (scripts/test installs its tools):\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_gateway_serves_rest_grpc_and_the_console_in_front_of_the_real_mesh() {
+    let home = tempfile::tempdir().expect("home");
+    let prefix = safra_test_support::unique_prefix();
+    let (mut command, gateway, services) = up_command(home.path());
+    command
+        .env("DATABASE_URL", safra_test_support::server_url())
+        .env("SAFRA_DB_PREFIX", &prefix);
+    let up = Up::start(command, gateway, services);
+
+    // REST, transcoded to the real accounts service.
+    let register = r#"{"email":"Rest@Example.com","password":"a rest password 123","displayName":"Rest","role":"ROLE_INVESTOR"}"#;
+    let (status, body) = http(gateway, "POST", "/v1/accounts:register", &[], register);
+    assert_eq!(status, 200, "{body}");
+    let user: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(user["user"]["email"], "rest@example.com");
+    let (status, body) = http(
+        gateway,
+        "POST",
+        "/v1/accounts:login",
+        &[],
+        r#"{"email":"rest@example.com","password":"a rest password 123"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let tokens: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let bearer = format!(
+        "Bearer {}",
+        tokens["accessToken"].as_str().expect("an access token")
+    );
+    let (status, body) = http(
+        gateway,
+        "GET",
+        "/v1/users/me",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""role":"ROLE_INVESTOR""#), "{body}");
+    let (status, head, _) = http_with_headers(gateway, "GET", "/v1/users/me", &[], "");
+    assert_eq!(status, 401);
+    assert!(
+        head.to_lowercase().contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    let (status, body) = http(gateway, "POST", "/v1/accounts:register", &[], register);
+    assert_eq!(status, 409, "a taken e-mail: {body}");
+    // Caching as GetJwks declares it.
+    let (status, head, body) = http_with_headers(gateway, "GET", "/.well-known/jwks.json", &[], "");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        head.to_lowercase()
+            .contains("cache-control: public, max-age="),
+        "{head}"
+    );
+    // A service without handlers yet answers through the normal path.
+    let (status, body) = http(
+        gateway,
+        "GET",
+        "/v1/wallet",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(status, 501, "{body}");
+    assert!(body.contains(r#""code":12"#), "{body}");
+    // The API's description and the console.
+    let (status, body) = http_get(gateway, "/openapi.json");
+    assert_eq!(status, 200);
+    assert!(body.contains("AccountsService_Register"));
+    let (status, body) = http_get(gateway, "/");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("/console/app.js"),
+        "the console is built in: {body}"
+    );
+
+    // An independent typed client over native gRPC, and a real browser.
+    let target = gateway.to_string();
+    run_client("python3", &["tests/python/accounts_client.py", &target]);
+    let url = format!("http://{gateway}");
+    run_client("node", &["gateway/console/test/browser.mjs", &url]);
+
+    drop(up);
     drop_databases(&prefix);
 }
 
