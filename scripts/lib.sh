@@ -110,7 +110,8 @@ ensure_chromium() {
 # Python packages of the tests (tools/requirements.txt), installed when one
 # is missing. Debian's own Python refuses pip without the override.
 ensure_python_tools() {
-  if ! python3 -c "import openapi_spec_validator, grpc, grpc_tools" 2>/dev/null; then
+  if ! python3 -c "import openapi_spec_validator, grpc, grpc_tools" 2>/dev/null \
+    || ! command -v grpcurl >/dev/null; then
     PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
       -r tools/requirements.txt
   fi

@@ -18,6 +18,7 @@
 //!
 //! - `serve-accounts`, `accounts-login`, `accounts-getme`: the accounts
 //!   service; see `accounts.rs`.
+//! - `serve-edge`, `edge-load`: the gateway; see `gateway.rs`.
 //!
 //! `<dir>` holds the throw-away CA, certificates and the signing key both
 //! sides share; `serve-*` create it.
@@ -28,6 +29,7 @@
 )]
 
 mod accounts;
+mod gateway;
 
 use std::{
     net::SocketAddr,
@@ -478,6 +480,20 @@ async fn main() -> anyhow::Result<()> {
                 arg(3)?.parse()?,
                 arg(4)?.parse()?,
                 arg(5)?.parse()?,
+            )
+            .await
+        }
+        "serve-edge" => {
+            gateway::serve(Path::new(arg(1)?), arg(2)?.parse()?, arg(3)?.parse()?).await
+        }
+        "edge-load" => {
+            gateway::load(
+                Path::new(arg(1)?),
+                arg(2)?,
+                arg(3)?.parse()?,
+                arg(4)?.parse()?,
+                arg(5)?.parse()?,
+                arg(6)?,
             )
             .await
         }

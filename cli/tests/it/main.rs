@@ -365,8 +365,19 @@ fn the_gateway_serves_rest_grpc_and_the_console_in_front_of_the_real_mesh() {
         "the console is built in: {body}"
     );
 
-    // An independent typed client over native gRPC, and a real browser.
+    // grpcurl through the edge's reflection, an independent typed client
+    // over native gRPC, and a real browser.
     let target = gateway.to_string();
+    let listed = Command::new("grpcurl")
+        .args(["-plaintext", &target, "list"])
+        .output()
+        .expect("grpcurl runs (scripts/test installs it)");
+    let services = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        services.contains("safra.accounts.v1.AccountsService"),
+        "{services}{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
     run_client("python3", &["tests/python/accounts_client.py", &target]);
     let url = format!("http://{gateway}");
     run_client("node", &["gateway/console/test/browser.mjs", &url]);
