@@ -40,7 +40,7 @@ use safra_accounts::{
 };
 use tonic::Request;
 
-use crate::{cpu_seconds, percentile, with_bearer};
+use crate::{Caller, cpu_seconds, measure, percentile, with_bearer};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -261,43 +261,26 @@ pub async fn get_me(
             .await?;
     }
 
-    let cpu_before = cpu_seconds(server_pid)?;
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for worker in 0..concurrency {
-        let mut client = clients[worker % clients.len()].clone();
-        let token = token.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(100_000);
-            let mut errors = 0_u64;
-            while Instant::now() < deadline {
-                let begun = Instant::now();
-                match client.get_me(with_bearer(GetMeRequest {}, &token)?).await {
-                    Ok(_) => latencies.push(begun.elapsed()),
-                    Err(_) => errors += 1,
-                }
-            }
-            anyhow::Ok((latencies, errors))
-        }));
+    let callers = (0..concurrency)
+        .map(|worker| GetMe {
+            client: clients[worker % clients.len()].clone(),
+            token: token.clone(),
+        })
+        .collect();
+    measure("GetMe", callers, seconds, &[server_pid]).await
+}
+
+/// One stream of GetMe calls with a signed-in user's token.
+struct GetMe {
+    client: AccountsServiceClient<MeshChannel>,
+    token: String,
+}
+
+impl Caller for GetMe {
+    async fn call(&mut self) -> bool {
+        match with_bearer(GetMeRequest {}, &self.token) {
+            Ok(request) => self.client.get_me(request).await.is_ok(),
+            Err(_) => false,
+        }
     }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (mut own, own_errors) = task.await??;
-        latencies.append(&mut own);
-        errors += own_errors;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(server_pid)? - cpu_before;
-    latencies.sort_unstable();
-    let ok = latencies.len() as f64;
-    println!(
-        "| GetMe | {concurrency} | {:.0} | {:.3} | {:.3} | {cpu:.2} | {:.0} | {errors} |",
-        ok / elapsed,
-        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
-        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
-        if cpu > 0.0 { ok / cpu } else { 0.0 },
-    );
-    Ok(())
 }

@@ -9,13 +9,7 @@
 //!   `pids` is a comma-separated list of the server processes whose CPU
 //!   time counts (the echo server, plus the gateway when it is in the path).
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    path::Path,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::{Context, bail};
 use bytes::{BufMut as _, Bytes, BytesMut};
@@ -30,7 +24,7 @@ use safra::{
 };
 use safra_gateway::{Edge, EdgeSettings};
 
-use crate::{bench_token, cpu_seconds, load_key, percentile, with_bearer};
+use crate::{bench_token, load_key, measure, with_bearer};
 
 pub async fn serve(dir: &Path, addr: SocketAddr, echo: SocketAddr) -> anyhow::Result<()> {
     safra::tls::install_crypto_provider();
@@ -85,8 +79,8 @@ pub async fn serve(dir: &Path, addr: SocketAddr, echo: SocketAddr) -> anyhow::Re
     Ok(())
 }
 
-/// One worker's way of making the call.
-enum Caller {
+/// How one worker makes the call.
+enum Protocol {
     Grpc(EchoServiceClient<MeshChannel>),
     Edge(EchoServiceClient<tonic::transport::Channel>),
     Http {
@@ -105,19 +99,19 @@ async fn http1(
     Ok(sender)
 }
 
-impl Caller {
+impl Protocol {
     async fn call(&mut self, token: &str) -> anyhow::Result<()> {
         let message = || AdminEchoRequest {
             message: "ping".into(),
         };
         match self {
-            Caller::Grpc(client) => {
+            Protocol::Grpc(client) => {
                 client.admin_echo(with_bearer(message(), token)?).await?;
             }
-            Caller::Edge(client) => {
+            Protocol::Edge(client) => {
                 client.admin_echo(with_bearer(message(), token)?).await?;
             }
-            Caller::Http { sender, web } => {
+            Protocol::Http { sender, web } => {
                 let bearer = format!("Bearer {token}");
                 let request = if *web {
                     let payload = message().encode_to_vec();
@@ -164,10 +158,6 @@ impl Caller {
     }
 }
 
-fn cpu_of(pids: &[u32]) -> anyhow::Result<f64> {
-    pids.iter().map(|pid| cpu_seconds(*pid)).sum()
-}
-
 pub async fn load(
     dir: &Path,
     mode: &str,
@@ -189,11 +179,11 @@ pub async fn load(
         match mode {
             "direct" => {
                 let tls = MeshTls::load(TlsPaths::in_dir(dir, "gateway"))?;
-                shared.push(Caller::Grpc(EchoServiceClient::new(
+                shared.push(Protocol::Grpc(EchoServiceClient::new(
                     safra::client::mesh_channel(&tls, "wallet", &addr.to_string())?,
                 )));
             }
-            "edge-grpc" => shared.push(Caller::Edge(EchoServiceClient::new(
+            "edge-grpc" => shared.push(Protocol::Edge(EchoServiceClient::new(
                 tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
                     .tcp_nodelay(true)
                     .connect()
@@ -206,12 +196,12 @@ pub async fn load(
     let mut callers = Vec::with_capacity(concurrency);
     for worker in 0..concurrency {
         callers.push(match (mode, shared.get(worker % 4)) {
-            ("grpc-web" | "rest", _) => Caller::Http {
+            ("grpc-web" | "rest", _) => Protocol::Http {
                 sender: http1(addr).await?,
                 web: mode == "grpc-web",
             },
-            (_, Some(Caller::Grpc(client))) => Caller::Grpc(client.clone()),
-            (_, Some(Caller::Edge(client))) => Caller::Edge(client.clone()),
+            (_, Some(Protocol::Grpc(client))) => Protocol::Grpc(client.clone()),
+            (_, Some(Protocol::Edge(client))) => Protocol::Edge(client.clone()),
             _ => bail!("no client for {mode}"),
         });
     }
@@ -220,42 +210,24 @@ pub async fn load(
         caller.call(&token).await?;
     }
 
-    let cpu_before = cpu_of(&pids)?;
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for mut caller in callers {
-        let token = token.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(100_000);
-            let mut errors = 0_u64;
-            while Instant::now() < deadline {
-                let begun = Instant::now();
-                match caller.call(&token).await {
-                    Ok(()) => latencies.push(begun.elapsed()),
-                    Err(_) => errors += 1,
-                }
-            }
-            (latencies, errors)
-        }));
+    let callers = callers
+        .into_iter()
+        .map(|caller| Worker {
+            caller,
+            token: token.clone(),
+        })
+        .collect();
+    measure(mode, callers, seconds, &pids).await
+}
+
+/// A caller and the token it sends.
+struct Worker {
+    caller: Protocol,
+    token: String,
+}
+
+impl crate::Caller for Worker {
+    async fn call(&mut self) -> bool {
+        self.caller.call(&self.token).await.is_ok()
     }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (mut own, own_errors) = task.await?;
-        latencies.append(&mut own);
-        errors += own_errors;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_of(&pids)? - cpu_before;
-    latencies.sort_unstable();
-    let ok = latencies.len() as f64;
-    println!(
-        "| {mode} | {concurrency} | {:.0} | {:.3} | {:.3} | {cpu:.2} | {:.0} | {errors} |",
-        ok / elapsed,
-        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
-        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
-        if cpu > 0.0 { ok / cpu } else { 0.0 },
-    );
-    Ok(())
 }

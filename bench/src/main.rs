@@ -32,6 +32,7 @@ mod accounts;
 mod gateway;
 
 use std::{
+    future::Future,
     net::SocketAddr,
     path::{Path, PathBuf},
     pin::Pin,
@@ -212,6 +213,62 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// One stream of calls under load: makes one call, says whether it worked.
+trait Caller: Send + 'static {
+    fn call(&mut self) -> impl Future<Output = bool> + Send;
+}
+
+/// Runs every caller in its own task until `seconds` have passed, then
+/// prints one table row: `label`, concurrency, RPS, p50, p99, the CPU the
+/// `pids` used meanwhile and requests per server CPU-second, errors.
+async fn measure<C: Caller>(
+    label: &str,
+    callers: Vec<C>,
+    seconds: u64,
+    pids: &[u32],
+) -> anyhow::Result<()> {
+    let concurrency = callers.len();
+    let cpu = || -> anyhow::Result<f64> { pids.iter().map(|pid| cpu_seconds(*pid)).sum() };
+    let cpu_before = cpu()?;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut tasks = Vec::with_capacity(concurrency);
+    for mut caller in callers {
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            let mut errors = 0_u64;
+            while Instant::now() < deadline {
+                let begun = Instant::now();
+                if caller.call().await {
+                    latencies.push(begun.elapsed());
+                } else {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (mut own, own_errors) = task.await?;
+        latencies.append(&mut own);
+        errors += own_errors;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu()? - cpu_before;
+    latencies.sort_unstable();
+    let ok = latencies.len() as f64;
+    println!(
+        "| {label} | {concurrency} | {:.0} | {:.3} | {:.3} | {cpu:.2} | {:.0} | {errors} |",
+        ok / elapsed,
+        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+        if cpu > 0.0 { ok / cpu } else { 0.0 },
+    );
+    Ok(())
+}
+
 enum Client {
     /// The bare server; with a token, the same bearer header the full stack
     /// gets (ignored), to separate the protocol's cost from the stack's.
@@ -236,8 +293,14 @@ fn bench_token(dir: &Path) -> anyhow::Result<String> {
         .0)
 }
 
+impl Caller for Client {
+    async fn call(&mut self) -> bool {
+        self.send().await.is_ok()
+    }
+}
+
 impl Client {
-    async fn call(&mut self) -> Result<(), Status> {
+    async fn send(&mut self) -> Result<(), Status> {
         let echo = || EchoRequest {
             message: "ping".into(),
             ..Default::default()
@@ -303,52 +366,17 @@ async fn load(
     }
     // Warm up: connections, TLS, token cache.
     for client in &mut clients {
-        client.call().await?;
+        client.send().await?;
     }
 
-    let cpu_before = cpu_seconds(server_pid)?;
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for worker in 0..concurrency {
-        let mut client = match &clients[worker % connections] {
+    let callers = (0..concurrency)
+        .map(|worker| match &clients[worker % connections] {
             Client::Bare(client, token) => Client::Bare(client.clone(), token.clone()),
             Client::Full(client, token) => Client::Full(client.clone(), token.clone()),
             Client::BareTls(client, token) => Client::BareTls(client.clone(), token.clone()),
-        };
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(200_000);
-            let mut errors = 0_u64;
-            while Instant::now() < deadline {
-                let begun = Instant::now();
-                match client.call().await {
-                    Ok(()) => latencies.push(begun.elapsed()),
-                    Err(_) => errors += 1,
-                }
-            }
-            (latencies, errors)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (mut own, own_errors) = task.await?;
-        latencies.append(&mut own);
-        errors += own_errors;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(server_pid)? - cpu_before;
-    latencies.sort_unstable();
-    let ok = latencies.len() as f64;
-    println!(
-        "| {mode} | {concurrency} | {:.0} | {:.3} | {:.3} | {:.2} | {:.0} | {errors} |",
-        ok / elapsed,
-        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
-        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
-        cpu,
-        if cpu > 0.0 { ok / cpu } else { 0.0 },
-    );
-    Ok(())
+        })
+        .collect();
+    measure(mode, callers, seconds, &[server_pid]).await
 }
 
 async fn jwt(seconds: u64) -> anyhow::Result<()> {

@@ -210,8 +210,9 @@ pub fn router(edge: Arc<Edge>) -> Router {
             async move {
                 let grpc_call = proxy::is_grpc(request.headers());
                 if let Err(status) = edge.limiter.admit(client_ip(&request)) {
+                    let parts = drain(request, edge.settings.max_body_bytes).await;
                     return if grpc_call {
-                        proxy::status_answer(&status, request.headers())
+                        proxy::refuse(&status, &parts.headers)
                     } else {
                         errors::status_response(&edge.status_pool, &status)
                     };
@@ -295,6 +296,19 @@ async fn traced(request: Request, next: Next) -> Response {
         response.headers_mut().insert("x-trace-id", value);
     }
     response
+}
+
+/// Reads and drops what is left of a refused HTTP/1.x request's body (up to
+/// `limit` bytes), so that a client still sending it receives the answer
+/// instead of a reset connection; HTTP/2 streams need no such care.
+async fn drain(request: Request, limit: usize) -> http::request::Parts {
+    use http_body_util::BodyExt as _;
+
+    let (parts, body) = request.into_parts();
+    if parts.version < http::Version::HTTP_2 {
+        drop(http_body_util::Limited::new(body, limit).collect().await);
+    }
+    parts
 }
 
 /// The peer address of the connection a request came on.

@@ -118,7 +118,8 @@ pub async fn serve(edge: &Edge, stack: GrpcStack, mut request: Request) -> Respo
         .is_some_and(|policy| !policy.is_internal());
     if !exposed {
         let status = Status::unimplemented(format!("no public method '{path}'"));
-        return grpc_web_aware(status.into_http(), request.headers());
+        let parts = crate::drain(request, edge.settings.max_body_bytes).await;
+        return refuse(&status, &parts.headers);
     }
     // Unary calls without a deadline get the edge's default one.
     let streaming = edge
@@ -146,11 +147,11 @@ pub async fn serve(edge: &Edge, stack: GrpcStack, mut request: Request) -> Respo
     response.map(axum::body::Body::new)
 }
 
-/// `status` as a gRPC (or grpc-web) answer to a request the edge refuses
-/// before routing it.
+/// `status` as a gRPC (or grpc-web) answer to a request with `headers`
+/// that the edge refuses before routing it.
 #[must_use]
-pub fn status_answer(status: &Status, request: &HeaderMap) -> Response {
-    grpc_web_aware(status.clone().into_http(), request)
+pub fn refuse(status: &Status, headers: &HeaderMap) -> Response {
+    grpc_web_aware(status.clone().into_http(), headers)
 }
 
 /// A trailers-only gRPC answer, which tonic-web would translate for a

@@ -17,6 +17,7 @@ use tonic::{Code, Status, codegen::http::uri::PathAndQuery};
 use crate::{
     Edge, client_address,
     codec::DynamicCodec,
+    drain,
     errors::{self, bad_request},
     json_response,
     routes::{Route, Routed},
@@ -28,8 +29,14 @@ pub async fn serve(edge: &Edge, request: Request) -> Response {
     let path = request.uri().path().to_owned();
     let (route, variables) = match edge.routes.find(request.method(), &path) {
         Routed::Found(route, variables) => (route, variables),
-        Routed::WrongMethod(allowed) => return errors::wrong_method(&edge.status_pool, &allowed),
-        Routed::NotFound => return errors::not_found(&edge.status_pool, &path),
+        Routed::WrongMethod(allowed) => {
+            drain(request, edge.settings.max_body_bytes).await;
+            return errors::wrong_method(&edge.status_pool, &allowed);
+        }
+        Routed::NotFound => {
+            drain(request, edge.settings.max_body_bytes).await;
+            return errors::not_found(&edge.status_pool, &path);
+        }
     };
     match call(edge, route, &variables, request).await {
         Ok(response) => response,

@@ -132,27 +132,17 @@ impl ContractState {
     /// handler, with the signed-in user in its extensions.
     async fn admit(
         &self,
-        mut request: http::Request<Body>,
+        request: http::Request<Body>,
         policy: &MethodPolicy,
     ) -> Result<http::Request<Body>, Status> {
-        let header = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .map(|value| value.to_str().map(str::to_owned).unwrap_or_default());
-        let user = self.gate.authenticate(header.as_deref()).await?;
-        let caller = request
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|peer| peer.service.clone());
-        authorize(&policy.authorization, user.as_ref(), caller.as_deref())?;
-        if let Some(user) = user {
-            request.extensions_mut().insert(user);
-        }
         if policy.method.is_client_streaming() {
             // No Safra contract streams requests; such a method's messages
             // are left to the handler rather than buffered without end.
-            return Ok(request);
+            return self.authorize(request, policy).await;
         }
+        // The message is read before anything is refused: an HTTP/1.1
+        // grpc-web client still writing it would otherwise see its
+        // connection closed instead of the status.
         let (parts, body) = request.into_parts();
         let bytes = Limited::new(body, self.max_message_size)
             .collect()
@@ -170,11 +160,39 @@ impl ContractState {
                 }
             })?
             .to_bytes();
+        let (parts, ()) = self
+            .authorize(http::Request::from_parts(parts, ()), policy)
+            .await?
+            .into_parts();
         self.validate(&bytes, &policy.input)?;
         Ok(http::Request::from_parts(
             parts,
             Body::new(Full::new(bytes)),
         ))
+    }
+
+    /// Authenticates the bearer token and applies the method's
+    /// authorization; the request comes back with the user in its
+    /// extensions.
+    async fn authorize<B>(
+        &self,
+        mut request: http::Request<B>,
+        policy: &MethodPolicy,
+    ) -> Result<http::Request<B>, Status> {
+        let header = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|value| value.to_str().map(str::to_owned).unwrap_or_default());
+        let user = self.gate.authenticate(header.as_deref()).await?;
+        let caller = request
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|peer| peer.service.clone());
+        authorize(&policy.authorization, user.as_ref(), caller.as_deref())?;
+        if let Some(user) = user {
+            request.extensions_mut().insert(user);
+        }
+        Ok(request)
     }
 
     fn validate(&self, body: &Bytes, input: &MessageDescriptor) -> Result<(), Status> {

@@ -859,9 +859,10 @@ async fn cors_admits_configured_origins_and_exposes_grpc_headers() {
     assert_eq!(stranger.header("access-control-allow-origin"), "");
 }
 
-#[tokio::test]
-async fn every_answer_carries_the_trace_id_and_a_browser_traceparent_is_followed() {
-    let _telemetry = safra::telemetry::init_with_writer(
+/// Telemetry as in production (trace ids on), logs discarded: answers then
+/// carry `x-trace-id`. One per test process, which nextest gives each test.
+fn telemetry() -> safra::telemetry::Telemetry {
+    safra::telemetry::init_with_writer(
         &safra::config::LogConfig {
             format: safra::config::LogFormat::Json,
             filter: "info".into(),
@@ -870,7 +871,12 @@ async fn every_answer_carries_the_trace_id_and_a_browser_traceparent_is_followed
         "gateway-test",
         std::io::sink,
     )
-    .expect("telemetry");
+    .expect("telemetry")
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_trace_id_and_a_browser_traceparent_is_followed() {
+    let _telemetry = telemetry();
     let gateway = spawn_gateway().await;
     let fresh = gateway.get("/v1/shelves/s1").await;
     let id = fresh.header("x-trace-id").to_owned();
@@ -891,16 +897,7 @@ async fn every_answer_carries_the_trace_id_and_a_browser_traceparent_is_followed
 #[tokio::test]
 async fn a_node_grpc_web_client_calls_unary_and_streaming_methods() {
     // Telemetry on, so that answers carry x-trace-id as in production.
-    let _telemetry = safra::telemetry::init_with_writer(
-        &safra::config::LogConfig {
-            format: safra::config::LogFormat::Json,
-            filter: "info".into(),
-            otlp_endpoint: None,
-        },
-        "gateway-test",
-        std::io::sink,
-    )
-    .expect("telemetry");
+    let _telemetry = telemetry();
     let gateway = spawn_gateway().await;
     let console = crate::repository_root().join("gateway/console");
     assert!(
@@ -920,4 +917,44 @@ async fn a_node_grpc_web_client_calls_unary_and_streaming_methods() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[tokio::test]
+async fn grpc_web_over_http2_answers_too() {
+    let gateway = spawn_gateway().await;
+    let stream = tokio::net::TcpStream::connect(gateway.addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(connection);
+    let request = EchoRequest {
+        message: "h2".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let request = http::Request::post(format!(
+        "http://{}/safra.echo.v1.EchoService/Echo",
+        gateway.addr
+    ))
+    .header("content-type", "application/grpc-web+proto")
+    .body(Full::new(Bytes::from(frame(0, &request))))
+    .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let (messages, trailers) = unframe(body);
+    let echoed = EchoResponse::decode(messages[0].clone()).expect("EchoResponse");
+    assert_eq!(echoed.message, "h2");
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
 }

@@ -213,14 +213,27 @@ fn drop_databases(prefix: &str) {
         .expect("drop the test's databases");
 }
 
-#[test]
-fn up_serves_the_mesh_and_stops_cleanly_on_sigterm() {
+/// `safra up` on the test PostgreSQL server, with databases of its own
+/// prefix and a home folder of its own (kept while the test runs).
+fn up_on_the_test_server() -> (
+    tempfile::TempDir,
+    String,
+    Command,
+    SocketAddr,
+    Vec<(SocketAddr, SocketAddr)>,
+) {
     let home = tempfile::tempdir().expect("home");
     let prefix = safra_test_support::unique_prefix();
     let (mut command, gateway, services) = up_command(home.path());
     command
         .env("DATABASE_URL", safra_test_support::server_url())
         .env("SAFRA_DB_PREFIX", &prefix);
+    (home, prefix, command, gateway, services)
+}
+
+#[test]
+fn up_serves_the_mesh_and_stops_cleanly_on_sigterm() {
+    let (home, prefix, command, gateway, services) = up_on_the_test_server();
     let mut up = Up::start(command, gateway, services);
 
     let (status, body) = http_get(up.gateway, "/readyz");
@@ -292,12 +305,7 @@ fn run_client(program: &str, args: &[&str]) {
 
 #[test]
 fn the_gateway_serves_rest_grpc_and_the_console_in_front_of_the_real_mesh() {
-    let home = tempfile::tempdir().expect("home");
-    let prefix = safra_test_support::unique_prefix();
-    let (mut command, gateway, services) = up_command(home.path());
-    command
-        .env("DATABASE_URL", safra_test_support::server_url())
-        .env("SAFRA_DB_PREFIX", &prefix);
+    let (_home, prefix, command, gateway, services) = up_on_the_test_server();
     let up = Up::start(command, gateway, services);
 
     // REST, transcoded to the real accounts service.
@@ -388,12 +396,7 @@ fn the_gateway_serves_rest_grpc_and_the_console_in_front_of_the_real_mesh() {
 
 #[test]
 fn a_killed_up_leaves_no_child_holding_a_port() {
-    let home = tempfile::tempdir().expect("home");
-    let prefix = safra_test_support::unique_prefix();
-    let (mut command, gateway, services) = up_command(home.path());
-    command
-        .env("DATABASE_URL", safra_test_support::server_url())
-        .env("SAFRA_DB_PREFIX", &prefix);
+    let (_home, prefix, command, gateway, services) = up_on_the_test_server();
     let mut up = Up::start(command, gateway, services);
 
     up.signal("-KILL");
