@@ -111,7 +111,7 @@ ensure_chromium() {
 # is missing. Debian's own Python refuses pip without the override.
 ensure_python_tools() {
   if ! python3 -c "import openapi_spec_validator, grpc, grpc_tools" 2>/dev/null \
-    || ! command -v grpcurl >/dev/null; then
+    || ! command -v grpcurl >/dev/null || ! command -v schemathesis >/dev/null; then
     PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check \
       -r tools/requirements.txt
   fi

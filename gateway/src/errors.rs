@@ -39,7 +39,12 @@ pub fn status_json(pool: &DescriptorPool, status: &Status) -> serde_json::Value 
     let mut body = rpc::Status::decode(status.details()).unwrap_or_default();
     // The header's code and message are the truth; details may omit them.
     body.code = status.code() as i32;
-    body.message = status.message().to_owned();
+    body.message = if status.message().is_empty() {
+        // tonic answers unknown or unbuilt methods without a message.
+        status.code().description().to_owned()
+    } else {
+        status.message().to_owned()
+    };
     let known = |type_url: &str| {
         type_url
             .rsplit_once('/')
