@@ -199,46 +199,71 @@ impl Backends {
     /// The power of two choices among the available backends (all of them
     /// when every one is ejected: better to try than to fail unasked).
     fn pick(&self) -> Option<Arc<Backend>> {
-        let backends = self.snapshot();
+        // Read in place: this runs on every call, so it neither copies the
+        // set nor allocates unless some backend is ejected.
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
-        let available: Vec<&Arc<Backend>> = backends
+        if current.iter().all(|backend| backend.available(now)) {
+            return two_choices(&current).cloned();
+        }
+        let available: Vec<Arc<Backend>> = current
             .iter()
             .filter(|backend| backend.available(now))
+            .cloned()
             .collect();
-        let pool: Vec<&Arc<Backend>> = if available.is_empty() {
-            backends.iter().collect()
+        if available.is_empty() {
+            two_choices(&current).cloned()
         } else {
-            available
-        };
-        match pool.len() {
-            0 => None,
-            1 => Some(pool[0].clone()),
-            n => {
-                let first = random_below(n);
-                let mut second = random_below(n - 1);
-                if second >= first {
-                    second += 1;
-                }
-                let (a, b) = (pool[first], pool[second]);
-                let chosen =
-                    if b.in_flight.load(Ordering::Relaxed) < a.in_flight.load(Ordering::Relaxed) {
-                        b
-                    } else {
-                        a
-                    };
-                Some(chosen.clone())
+            two_choices(&available).cloned()
+        }
+    }
+}
+
+/// The less busy of two distinct backends picked at random.
+fn two_choices(pool: &[Arc<Backend>]) -> Option<&Arc<Backend>> {
+    match pool.len() {
+        0 => None,
+        1 => pool.first(),
+        n => {
+            let first = random_below(n);
+            let mut second = random_below(n - 1);
+            if second >= first {
+                second += 1;
+            }
+            let (a, b) = (&pool[first], &pool[second]);
+            if b.in_flight.load(Ordering::Relaxed) < a.in_flight.load(Ordering::Relaxed) {
+                Some(b)
+            } else {
+                Some(a)
             }
         }
     }
 }
 
-/// A uniformly random index below `n` (n > 0).
+thread_local! {
+    /// A xorshift state per thread, seeded from std's per-process random
+    /// keys: load balancing needs spread, not secrecy, and a system call
+    /// per pick showed in profiles.
+    static PICKER: std::cell::Cell<u64> = std::cell::Cell::new({
+        use std::hash::BuildHasher as _;
+        std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id()) | 1
+    });
+}
+
+/// A uniformly spread index below `n` (n > 0).
 fn random_below(n: usize) -> usize {
-    let mut bytes = [0_u8; 8];
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
-        return 0;
-    }
-    usize::try_from(u64::from_le_bytes(bytes) % u64::try_from(n).unwrap_or(1)).unwrap_or(0)
+    let next = PICKER.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    });
+    usize::try_from(next % u64::try_from(n).unwrap_or(1)).unwrap_or(0)
 }
 
 /// A channel to one mesh service, for typed stubs, balanced over its

@@ -4,7 +4,8 @@
 //   node test/browser.mjs [baseUrl]      (default $SAFRA_GATEWAY_URL or http://127.0.0.1:8080)
 //
 // Registers a fresh investor, signs in, checks the profile page (e-mail and
-// the trace id of GetMe), signs out. Env: CHROMIUM_PATH (default
+// the trace id of GetMe), checks that a refused access token is refreshed
+// and the call retried, signs out. Env: CHROMIUM_PATH (default
 // /usr/bin/chromium). Prints one line per step; exits 1 on a failure, with
 // the page's own error when it showed one. The whole run is bounded.
 import { randomBytes } from "node:crypto";
@@ -136,6 +137,29 @@ async function main() {
     } catch {
       const bar = await page.locator(byTestId("last-call")).innerText().catch(() => "(missing)");
       fail(`the last-call bar shows ${JSON.stringify(bar.trim())}, want ${GET_ME} with a 32-hex-digit trace id`);
+    }
+  });
+
+  await step("a rejected access token is refreshed once and the call retried", async () => {
+    // Spoil the stored access token: GetMe is refused UNAUTHENTICATED, the
+    // interceptor trades the refresh token for a new pair and retries.
+    const before = await page.evaluate(() => {
+      const raw = sessionStorage.getItem("safra.console.session");
+      const session = JSON.parse(raw);
+      const previous = { access: session.accessToken, refresh: session.refreshToken };
+      session.accessToken = "spoiled.access.token";
+      sessionStorage.setItem("safra.console.session", JSON.stringify(session));
+      return previous;
+    });
+    await page.goto(`${baseUrl}/#/login`);
+    await page.goto(`${baseUrl}/#/profile`);
+    await page.reload();
+    await waitForPage(page, "profile-email", "after the refresh");
+    const shown = (await page.innerText(byTestId("profile-email"))).trim();
+    if (shown !== email) fail(`profile e-mail is ${JSON.stringify(shown)} after the refresh`);
+    const after = await page.evaluate(() => JSON.parse(sessionStorage.getItem("safra.console.session")));
+    if (after.accessToken === "spoiled.access.token" || after.refreshToken === before.refresh) {
+      fail("the session's tokens were not replaced by a Refresh");
     }
   });
 
