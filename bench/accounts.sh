@@ -12,21 +12,17 @@ rounds="${2:-100}"
 admin_url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 database="safra_bench_accounts_$$"
 bench_url="${admin_url%/*}/$database"
-cargo build --release --locked -p safra-bench >&2
-bin=target/release/safra-bench
-dir=$(mktemp -d)
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 psql "$admin_url" -qc "CREATE DATABASE $database" >&2
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; psql "$admin_url" -qc "DROP DATABASE IF EXISTS $database WITH (FORCE)" >&2; rm -rf "$dir"' EXIT
+bench_cleanup() { psql "$admin_url" -qc "DROP DATABASE IF EXISTS $database WITH (FORCE)" >&2; }
 
 addr=127.0.0.1:$((18000 + RANDOM % 1000))
 taskset -c 1 "$bin" serve-accounts "$dir" "$addr" "$bench_url" &
 server_pid=$!
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null && break
-  sleep 0.1
-done
+wait_for "$addr"
 
-rss() { echo "$(($(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status") / 1024)) MiB"; }
+rss() { rss_mib "$server_pid"; }
 echo "accounts service RSS at start: $(rss) (VmRSS)"
 echo
 taskset -c 0 "$bin" accounts-login "$dir" "$addr" "$rounds" "$server_pid"

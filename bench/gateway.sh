@@ -10,19 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"
-cargo build --release --locked -p safra-bench >&2
-bin=target/release/safra-bench
-dir=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
-
-wait_for() { # addr
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on $1" >&2
-  return 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 echo_addr=127.0.0.1:$((19000 + RANDOM % 500))
 edge_addr=127.0.0.1:$((19500 + RANDOM % 500))
@@ -42,4 +31,4 @@ for concurrency in 1 64; do
   done
 done
 echo
-echo "gateway RSS after the runs: $(($(awk '/VmRSS/ {print $2}' "/proc/$edge_pid/status") / 1024)) MiB (VmRSS)"
+echo "gateway RSS after the runs: $(rss_mib "$edge_pid") (VmRSS)"

@@ -8,20 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"
-cargo build --release --locked -p safra-bench >&2
-bin=target/release/safra-bench
-dir=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 start_server() { # mode addr
   taskset -c 1 "$bin" "serve-$1" "$dir" "$2" &
   server_pid=$!
-  for _ in $(seq 1 50); do
-    (exec 3<>"/dev/tcp/${2%:*}/${2#*:}") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "server $1 did not start" >&2
-  return 1
+  wait_for "$2"
 }
 
 echo "| stack | concurrency | RPS | p50 ms | p99 ms | server CPU s | requests per server CPU-second | errors |"
@@ -36,12 +29,11 @@ for mode in bare bare-tls full; do
     fi
   done
   if [ "$mode" = full ]; then
-    rss=$(awk '/VmRSS/ {print $2}' "/proc/$server_pid/status")
     echo
     echo "| measure | value | detail |"
     echo "|---|---|---|"
     taskset -c 0 "$bin" handshakes "$dir" "$addr" "$seconds" "$server_pid"
-    echo "| full-stack server RSS after the runs | $((rss / 1024)) MiB | VmRSS |"
+    echo "| full-stack server RSS after the runs | $(rss_mib "$server_pid") | VmRSS |"
   fi
   kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
 done
