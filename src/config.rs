@@ -442,19 +442,42 @@ impl GatewayConfig {
             tls: tls_paths(reader, "gateway")?,
             log: LogConfig::read(reader)?,
             jwt_issuer: reader.string_or("SAFRA_JWT_ISSUER", crate::auth::DEFAULT_ISSUER)?,
-            cors_origins: reader
-                .string_or(
-                    "SAFRA_CORS_ORIGINS",
-                    "http://localhost:5173,http://127.0.0.1:5173",
-                )?
-                .split(',')
-                .map(str::trim)
-                .filter(|origin| !origin.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            cors_origins: origins(reader)?,
             rate_limit_rps: reader.parse_or("SAFRA_RATE_LIMIT_RPS", 200_u32, "a whole number")?,
         })
     }
+}
+
+/// `SAFRA_CORS_ORIGINS`: browser origins, each `scheme://host[:port]` with
+/// nothing after, as a browser sends it in `Origin` (anything else would
+/// silently never match).
+fn origins(reader: Reader<'_>) -> Result<Vec<String>, ConfigError> {
+    const VARIABLE: &str = "SAFRA_CORS_ORIGINS";
+    let list = reader.string_or(VARIABLE, "http://localhost:5173,http://127.0.0.1:5173")?;
+    list.split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let host = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            match host {
+                Some(host)
+                    if !host.is_empty()
+                        && !host.contains(['/', '?', '#', ' '])
+                        && origin.is_ascii() =>
+                {
+                    Ok(origin.to_owned())
+                }
+                _ => Err(ConfigError {
+                    variable: VARIABLE.into(),
+                    problem: format!(
+                        "'{origin}' is not an origin like https://console.example.com or http://localhost:5173"
+                    ),
+                }),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -539,6 +562,26 @@ mod tests {
         let source = source(&[("DATABASE_URL_FILE", "/nonexistent/safra/secret")]);
         let error = DatabaseConfig::read(Reader::new(&source)).expect_err("no such file");
         assert_eq!(error.variable, "DATABASE_URL_FILE");
+    }
+
+    #[test]
+    fn gateway_origins_must_be_origins() {
+        let good = source(&[(
+            "SAFRA_CORS_ORIGINS",
+            "https://a.example, http://localhost:5173",
+        )]);
+        assert_eq!(
+            GatewayConfig::read(Reader::new(&good))
+                .expect("origins")
+                .cors_origins,
+            ["https://a.example", "http://localhost:5173"]
+        );
+        for bad in ["localhost:5173", "https://a.example/", "ftp://a.example"] {
+            let source = source(&[("SAFRA_CORS_ORIGINS", bad)]);
+            let error = GatewayConfig::read(Reader::new(&source)).expect_err(bad);
+            assert_eq!(error.variable, "SAFRA_CORS_ORIGINS");
+            assert!(error.problem.contains(bad), "{}", error.problem);
+        }
     }
 
     #[test]
