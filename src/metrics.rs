@@ -144,6 +144,22 @@ impl Metrics {
         text
     }
 
+    /// Starts observing a call to the gRPC method `path` made outside a
+    /// tower stack of gRPC messages (the edge's REST side); it counts as
+    /// CANCELLED unless [`Observed::finish`] is called.
+    #[must_use]
+    pub fn begin(self: &Arc<Self>, path: &str) -> Observed {
+        let record = CallRecord {
+            metrics: self.clone(),
+            method: self.method(path),
+            started: Instant::now(),
+            code: None,
+            done: false,
+        };
+        record.method.in_flight.inc();
+        Observed(record)
+    }
+
     fn method(&self, path: &str) -> Arc<MethodMetrics> {
         self.methods
             .get(path)
@@ -250,8 +266,21 @@ fn code_name(code: Option<i32>) -> &'static str {
     }
 }
 
+/// A call observed by [`Metrics::begin`].
+#[derive(Debug)]
+pub struct Observed(CallRecord);
+
+impl Observed {
+    /// Records the call as ended with `code`.
+    pub fn finish(mut self, code: tonic::Code) {
+        self.0.code = Some(code as i32);
+        self.0.finish(false);
+    }
+}
+
 /// One call being observed; recorded once, when the response ends or is
 /// dropped (a client that goes away counts as CANCELLED).
+#[derive(Debug)]
 struct CallRecord {
     metrics: Arc<Metrics>,
     method: Arc<MethodMetrics>,

@@ -101,9 +101,15 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
             let tls = load_tls("gateway", &config.tls, reader)?;
             let listener = server::bind(config.listen_addr).await.context("gateway")?;
             tracing::info!(addr = %config.listen_addr, "gateway serving");
-            safra_gateway::serve(&config, listener, &tls, shutdown::signalled(supervised))
-                .await
-                .context("gateway")?;
+            safra_gateway::serve(
+                &config,
+                crate::VERSION,
+                listener,
+                &tls,
+                shutdown::signalled(supervised),
+            )
+            .await
+            .context("gateway")?;
             telemetry.flush();
         }
     }

@@ -11,7 +11,8 @@
 //!
 //! Before anything reaches a service the edge applies the contract's gate
 //! (authorization and field rules, [`safra::gate`]); `internal` methods are
-//! never exposed. `/openapi.json` and `/docs` describe the REST surface,
+//! never exposed. `/metrics` counts calls by RPC and status whatever the
+//! protocol. `/openapi.json` and `/docs` describe the REST surface,
 //! `/` serves the console ([`console`]), and `/healthz` and `/readyz`
 //! report on the gateway and the mesh behind it.
 
@@ -84,6 +85,8 @@ pub struct EdgeSettings {
     pub rate_limit_rps: u32,
     /// Browser origins allowed to call the edge (CORS).
     pub cors_origins: Vec<String>,
+    /// The build, for `safra_build_info` on `/metrics`.
+    pub version: String,
 }
 
 impl Default for EdgeSettings {
@@ -93,6 +96,7 @@ impl Default for EdgeSettings {
             default_timeout: Duration::from_secs(30),
             rate_limit_rps: 200,
             cors_origins: Vec::new(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }
 }
@@ -115,6 +119,8 @@ pub struct Edge {
     openapi: bytes::Bytes,
     /// Server reflection (v1, v1alpha) over the exposed services.
     reflection: proxy::Reflection,
+    /// Calls by RPC and status, whatever the protocol, for `/metrics`.
+    metrics: Arc<safra::metrics::Metrics>,
 }
 
 impl Edge {
@@ -143,6 +149,16 @@ impl Edge {
             .into();
         let reflection = proxy::Reflection::new(&pool, &gate)
             .map_err(|error| GatewayError::Contracts(error.to_string()))?;
+        let exposed: Vec<String> = gate
+            .policies()
+            .filter(|(_, policy)| !policy.is_internal())
+            .map(|(path, _)| path.to_owned())
+            .collect();
+        let metrics = Arc::new(safra::metrics::Metrics::new(
+            "gateway",
+            &settings.version,
+            exposed,
+        ));
         Ok(Self {
             pool,
             status_pool,
@@ -153,6 +169,7 @@ impl Edge {
             settings,
             openapi,
             reflection,
+            metrics,
         })
     }
 
@@ -187,6 +204,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
     let grpc = proxy::grpc_stack(edge.clone());
     let openapi = edge.openapi.clone();
     let cors = cors_layer(&edge.settings.cors_origins);
+    let metrics = edge.metrics.clone();
     Router::new()
         .route(
             "/openapi.json",
@@ -202,6 +220,20 @@ pub fn router(edge: Arc<Edge>) -> Router {
             }),
         )
         .route("/docs", get(docs))
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.render();
+                async move {
+                    let mut response = Response::new(Body::from(text));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    response
+                }
+            }),
+        )
         .route("/", get(console::index))
         .route("/console/{file}", get(console::file))
         .fallback(move |request: Request| {
@@ -333,6 +365,7 @@ fn client_address(request: &Request) -> Option<HeaderValue> {
 /// [`GatewayError`].
 pub async fn serve(
     config: &GatewayConfig,
+    version: &str,
     listener: TcpListener,
     tls: &Arc<MeshTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -365,6 +398,7 @@ pub async fn serve(
     let settings = EdgeSettings {
         rate_limit_rps: config.rate_limit_rps,
         cors_origins: config.cors_origins.clone(),
+        version: version.to_owned(),
         ..EdgeSettings::default()
     };
     let edge = Arc::new(Edge::new(pool, verifier, upstreams, settings)?);

@@ -93,10 +93,12 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|value| value.starts_with("application/grpc"))
 }
 
-/// grpc-web translation, then the contract stage, then the forwarder.
+/// grpc-web translation, then metrics, the contract stage and the forwarder.
 pub fn grpc_stack(edge: Arc<Edge>) -> GrpcStack {
     let contract = ContractLayer::with_gate(edge.gate.clone(), edge.settings.max_body_bytes);
-    let stack = tonic_web::GrpcWebLayer::new().layer(contract.layer(Forward { edge }));
+    let metrics = safra::metrics::MetricsLayer::new(edge.metrics.clone());
+    let stack =
+        tonic_web::GrpcWebLayer::new().layer(metrics.layer(contract.layer(Forward { edge })));
     BoxCloneSyncService::new(stack)
 }
 

@@ -10,7 +10,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
 use prost_reflect::DynamicMessage;
-use safra::{gate::authorize, options::v1::CacheVisibility, status, r#type::v1::ErrorReason};
+use safra::{
+    gate::authorize, metrics::Observed, options::v1::CacheVisibility, status,
+    r#type::v1::ErrorReason,
+};
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Status, codegen::http::uri::PathAndQuery};
 
@@ -38,10 +41,31 @@ pub async fn serve(edge: &Edge, request: Request) -> Response {
             return errors::not_found(&edge.status_pool, &path);
         }
     };
+    let observed = edge.metrics.begin(&route.grpc_path);
     match call(edge, route, &variables, request).await {
-        Ok(response) => response,
-        Err(status) => errors::status_response(&edge.status_pool, &status),
+        Ok(Answer::Unary(response)) => {
+            observed.finish(Code::Ok);
+            response
+        }
+        Ok(Answer::Stream(stream, events)) => stream_response(
+            edge.status_pool.clone(),
+            stream,
+            route.binding.response_body.clone(),
+            events,
+            observed,
+        ),
+        Err(status) => {
+            observed.finish(status.code());
+            errors::status_response(&edge.status_pool, &status)
+        }
     }
+}
+
+/// What a call answered: a whole response, or a stream to relay (and
+/// whether the client asked for Server-Sent Events).
+enum Answer {
+    Unary(Response),
+    Stream(tonic::Streaming<DynamicMessage>, bool),
 }
 
 async fn call(
@@ -49,7 +73,7 @@ async fn call(
     route: &Route,
     variables: &[(String, String)],
     request: Request,
-) -> Result<Response, Status> {
+) -> Result<Answer, Status> {
     let address = client_address(&request);
     let (parts, body) = request.into_parts();
     let body = if route.binding.body.is_empty() {
@@ -112,13 +136,7 @@ async fn call(
             .server_streaming(outbound, grpc_path, codec)
             .await?
             .into_inner();
-        let events = wants_events(&parts.headers);
-        return Ok(stream_response(
-            edge.status_pool.clone(),
-            stream,
-            route.binding.response_body.clone(),
-            events,
-        ));
+        return Ok(Answer::Stream(stream, wants_events(&parts.headers)));
     }
     let answer = client.unary(outbound, grpc_path, codec).await?.into_inner();
     let json = transcode::response_json(&answer, &route.binding.response_body)
@@ -138,7 +156,7 @@ async fn call(
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    Ok(response)
+    Ok(Answer::Unary(response))
 }
 
 /// The JSON body, bounded; only JSON (or no declared type) is accepted.
@@ -197,8 +215,25 @@ fn stream_response(
     stream: tonic::Streaming<DynamicMessage>,
     response_body: String,
     events: bool,
+    observed: Observed,
 ) -> Response {
+    // Recorded when the stream ends: with its error, or OK after the last
+    // message; a client that leaves first counts as CANCELLED.
+    let observed = std::sync::Arc::new(std::sync::Mutex::new(Some(observed)));
+    let finish = move |code: Code| {
+        if let Some(observed) = observed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            observed.finish(code);
+        }
+    };
+    let on_error = finish.clone();
     let lines = stream.map(move |item| {
+        if let Err(status) = &item {
+            on_error(status.code());
+        }
         let (json, failed) = match item {
             Ok(message) => match transcode::response_json(&message, &response_body) {
                 Ok(json) => (json, false),
@@ -224,7 +259,11 @@ fn stream_response(
         }
         Ok::<_, std::convert::Infallible>(Bytes::from(frame))
     });
-    let mut response = Response::new(Body::from_stream(lines));
+    let end = tokio_stream::iter(std::iter::once_with(move || {
+        finish(Code::Ok);
+        Ok(Bytes::new())
+    }));
+    let mut response = Response::new(Body::from_stream(lines.chain(end)));
     let kind = if events {
         "text/event-stream"
     } else {

@@ -39,6 +39,7 @@ async fn spawn_gateway() -> Gateway {
         default_timeout: Duration::from_secs(10),
         rate_limit_rps: 0,
         cors_origins: vec!["http://console.test".into()],
+        ..EdgeSettings::default()
     })
     .await
 }
@@ -957,4 +958,41 @@ async fn grpc_web_over_http2_answers_too() {
     let echoed = EchoResponse::decode(messages[0].clone()).expect("EchoResponse");
     assert_eq!(echoed.message, "h2");
     assert!(trailers.contains("grpc-status:0"), "{trailers}");
+}
+
+#[tokio::test]
+async fn metrics_count_calls_by_rpc_and_status_whatever_the_protocol() {
+    let gateway = spawn_gateway().await;
+    // Two REST calls and a gRPC one of the same RPC; a REST failure; a stream.
+    gateway.get("/v1/shelves/a").await;
+    gateway.get("/v1/shelves/b").await;
+    let mut client = grpc_client(&gateway);
+    client
+        .echo(EchoRequest {
+            message: "m".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("echo");
+    gateway
+        .send_json(
+            "POST",
+            "/v1/shelves:fail",
+            &json!({"code": 5, "message": "m"}),
+        )
+        .await;
+    gateway.get("/v1/echo:stream?count=2").await;
+
+    let metrics = gateway.get("/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    for expected in [
+        r#"safra_grpc_requests_total{method="/safra.transcode.v1.TranscodeService/GetShelf",code="OK"} 2"#,
+        r#"safra_grpc_requests_total{method="/safra.echo.v1.EchoService/Echo",code="OK"} 1"#,
+        r#"safra_grpc_requests_total{method="/safra.transcode.v1.TranscodeService/Fail",code="NOT_FOUND"} 1"#,
+        r#"safra_grpc_requests_total{method="/safra.echo.v1.EchoService/StreamEcho",code="OK"} 1"#,
+        r#"safra_build_info{process="gateway""#,
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
 }
