@@ -151,9 +151,12 @@ async function main() {
       sessionStorage.setItem("safra.console.session", JSON.stringify(session));
       return previous;
     });
+    // Hash navigation only: a reload could abort the Refresh after the
+    // server rotated the pair but before the page stored it, and the old
+    // refresh token would then (rightly) count as reused.
     await page.goto(`${baseUrl}/#/login`);
+    await waitForPage(page, "login-page", "on the way back to the profile");
     await page.goto(`${baseUrl}/#/profile`);
-    await page.reload();
     await waitForPage(page, "profile-email", "after the refresh");
     const shown = (await page.innerText(byTestId("profile-email"))).trim();
     if (shown !== email) fail(`profile e-mail is ${JSON.stringify(shown)} after the refresh`);
