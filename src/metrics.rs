@@ -218,14 +218,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let mut call = CallRecord {
-            metrics: self.metrics.clone(),
-            method: self.metrics.method(request.uri().path()),
-            started: Instant::now(),
-            code: None,
-            done: false,
-        };
-        call.method.in_flight.inc();
+        let Observed(mut call) = self.metrics.begin(request.uri().path());
         let response = self.inner.call(request);
         Box::pin(async move {
             let Ok(response) = response.await;
