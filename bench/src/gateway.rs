@@ -61,7 +61,7 @@ pub async fn serve(dir: &Path, addr: SocketAddr, echo: SocketAddr) -> anyhow::Re
     let channel = safra::client::mesh_channel(&tls, "wallet", &endpoints.join(","))?;
     let upstreams = HashMap::from([("safra.echo.v1.EchoService".to_owned(), channel)]);
     let edge = Edge::new(
-        safra::testing::pool()?,
+        &safra::testing::pool()?,
         verifier,
         upstreams,
         EdgeSettings {

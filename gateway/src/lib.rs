@@ -105,7 +105,6 @@ impl Default for EdgeSettings {
 /// channel per upstream gRPC service.
 #[derive(Debug)]
 pub struct Edge {
-    pool: DescriptorPool,
     /// Safra's own contracts, which hold the google.rpc detail types that
     /// error bodies render (the served pool may be a test one).
     status_pool: DescriptorPool,
@@ -130,13 +129,13 @@ impl Edge {
     /// # Errors
     /// [`GatewayError::Contracts`] for a contract that cannot be routed.
     pub fn new(
-        pool: DescriptorPool,
+        pool: &DescriptorPool,
         verifier: Arc<TokenVerifier>,
         upstreams: HashMap<String, MeshChannel>,
         settings: EdgeSettings,
     ) -> Result<Self, GatewayError> {
         let gate = Arc::new(
-            Gate::new(&pool, verifier)
+            Gate::new(pool, verifier)
                 .map_err(|error| GatewayError::Contracts(error.to_string()))?,
         );
         let routes = routes::Routes::new(gate.policies())
@@ -147,7 +146,7 @@ impl Edge {
         let openapi = serde_json::to_vec_pretty(&document)
             .map_err(|error| GatewayError::Contracts(error.to_string()))?
             .into();
-        let reflection = proxy::Reflection::new(&pool, &gate)
+        let reflection = proxy::Reflection::new(pool, &gate)
             .map_err(|error| GatewayError::Contracts(error.to_string()))?;
         let exposed: Vec<String> = gate
             .policies()
@@ -160,7 +159,6 @@ impl Edge {
             exposed,
         ));
         Ok(Self {
-            pool,
             status_pool,
             gate,
             routes,
@@ -179,22 +177,10 @@ impl Edge {
         self.upstreams.get(service).cloned()
     }
 
-    /// The contracts the edge serves.
-    #[must_use]
-    pub fn pool(&self) -> &DescriptorPool {
-        &self.pool
-    }
-
     /// The OpenAPI document, as served at `/openapi.json`.
     #[must_use]
     pub fn openapi(&self) -> &[u8] {
         &self.openapi
-    }
-
-    /// The REST routes, most specific first.
-    #[must_use]
-    pub fn routes(&self) -> &routes::Routes {
-        &self.routes
     }
 }
 
@@ -401,7 +387,7 @@ pub async fn serve(
         version: version.to_owned(),
         ..EdgeSettings::default()
     };
-    let edge = Arc::new(Edge::new(pool, verifier, upstreams, settings)?);
+    let edge = Arc::new(Edge::new(&pool, verifier, upstreams, settings)?);
     let readiness = Readiness::from_channels(channels);
     let app = Router::new()
         .route("/healthz", get(readiness::healthz))

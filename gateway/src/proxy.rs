@@ -114,21 +114,17 @@ pub async fn serve(edge: &Edge, stack: GrpcStack, mut request: Request) -> Respo
         };
         return response.map(axum::body::Body::new);
     }
-    let exposed = edge
+    let Some(policy) = edge
         .gate
         .policy(path)
-        .is_some_and(|policy| !policy.is_internal());
-    if !exposed {
+        .filter(|policy| !policy.is_internal())
+    else {
         let status = Status::unimplemented(format!("no public method '{path}'"));
         let parts = crate::drain(request, edge.settings.max_body_bytes).await;
         return refuse(&status, &parts.headers);
-    }
+    };
     // Unary calls without a deadline get the edge's default one.
-    let streaming = edge
-        .gate
-        .policy(path)
-        .is_some_and(|policy| policy.method.is_server_streaming());
-    if !streaming && !request.headers().contains_key("grpc-timeout") {
+    if !policy.method.is_server_streaming() && !request.headers().contains_key("grpc-timeout") {
         let millis = edge.settings.default_timeout.as_millis();
         if let Ok(value) = HeaderValue::from_str(&format!("{millis}m")) {
             request.headers_mut().insert("grpc-timeout", value);

@@ -54,7 +54,7 @@ async fn spawn_gateway_with(settings: EdgeSettings) -> Gateway {
         ("safra.transcode.v1.TranscodeService".to_owned(), channel),
     ]);
     let edge = Edge::new(
-        safra::testing::pool().expect("test contracts"),
+        &safra::testing::pool().expect("test contracts"),
         mesh.verifier.clone(),
         upstreams,
         settings,
@@ -696,7 +696,7 @@ fn the_production_openapi_document_validates_with_stable_operation_ids() {
         Arc::new(safra::auth::StaticKeys(Arc::default())),
     ));
     let edge = Edge::new(
-        safra::descriptor::pool().expect("contracts"),
+        &safra::descriptor::pool().expect("contracts"),
         verifier,
         HashMap::new(),
         EdgeSettings::default(),
