@@ -19,14 +19,17 @@ start_server() { # mode addr
 
 echo "| stack | concurrency | RPS | p50 ms | p99 ms | server CPU s | requests per server CPU-second | errors |"
 echo "|---|---|---|---|---|---|---|---|"
-for mode in bare bare-tls full; do
+for mode in bare stock-tls bare-tls full; do
   addr=127.0.0.1:$((17000 + RANDOM % 1000))
   start_server "$mode" "$addr"
-  for concurrency in 1 64; do
-    taskset -c 0 "$bin" load "$dir" "$mode" "$addr" "$concurrency" "$seconds" "$server_pid"
-    if [ "$mode" = bare ]; then
-      taskset -c 0 "$bin" load "$dir" bare-token "$addr" "$concurrency" "$seconds" "$server_pid"
-    fi
+  loads=("$mode")
+  if [ "$mode" = bare ]; then loads+=(bare-token); fi
+  for load in "${loads[@]}"; do
+    # Typed stubs at 1 and 64 streams, then the lean caller at 64.
+    for concurrency in 1 64; do
+      taskset -c 0 "$bin" load "$dir" "$load" "$addr" "$concurrency" "$seconds" "$server_pid"
+    done
+    taskset -c 0 "$bin" load-raw "$dir" "$load" "$addr" 64 "$seconds" "$server_pid"
   done
   if [ "$mode" = full ]; then
     echo

@@ -15,6 +15,7 @@
 //! neither diesel nor the server side.
 
 pub mod auth;
+pub mod coalesce;
 pub mod config;
 pub mod contract;
 pub mod descriptor;

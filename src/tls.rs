@@ -40,6 +40,8 @@ use rustls::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::coalesce::Coalesced;
+
 /// The trust domain of every SPIFFE id in the mesh.
 pub const TRUST_DOMAIN: &str = "safra.local";
 
@@ -510,7 +512,7 @@ impl PeerInfo {
 /// An accepted, authenticated TLS connection.
 #[derive(Debug)]
 pub struct MeshStream {
-    inner: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    inner: Coalesced<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
     peer: PeerInfo,
 }
 
@@ -527,7 +529,10 @@ impl MeshStream {
             remote_addr: tcp.peer_addr().ok(),
             service,
         };
-        Self { inner, peer }
+        Self {
+            inner: Coalesced::new(inner),
+            peer,
+        }
     }
 
     /// Who is on the other end.

@@ -5,13 +5,17 @@
 //!   (h2c, no layers): the baseline.
 //! - `serve-bare-tls <dir> <addr>`: the bare server over the mesh's mutual
 //!   TLS only (no other stage), to separate encryption's cost.
+//! - `serve-stock-tls <dir> <addr>`: the bare server over plain tokio-rustls
+//!   (mutual TLS without the mesh's write coalescing): stock tonic over TLS.
 //! - `serve-full <dir> <addr>`: the same handler behind the whole mesh stack
 //!   (mTLS, JWT, authorization, validation, metrics, tracing spans with trace
 //!   ids; no OTLP collector, so nothing is exported).
-//! - `load <dir> <bare|bare-token|bare-tls|full> <addr> <concurrency> <seconds> <server-pid>`:
-//!   unary calls from `concurrency` concurrent streams; prints RPS, p50,
+//! - `load <dir> <bare|bare-token|bare-tls|stock-tls|full> <addr> <concurrency> <seconds> <server-pid>`:
+//!   unary calls from `concurrency` concurrent streams through the typed
+//!   stubs (tonic's channel, or `MeshChannel` over TLS); prints RPS, p50,
 //!   p99 and requests per server CPU-second (from the server's /proc stat).
 //!   `bare-token` sends the bare server the same bearer header as `full`.
+//! - `load-raw`: the same with the lean caller of `raw.rs`.
 //! - `jwt <seconds>`: token verification cost, cold and cached.
 //! - `handshakes <dir> <addr> <seconds> <server-pid>`: full mTLS handshakes
 //!   per second and per server CPU-second.
@@ -30,6 +34,8 @@
 
 mod accounts;
 mod gateway;
+mod raw;
+mod stock_tls;
 
 use std::{
     future::Future,
@@ -351,7 +357,7 @@ async fn load(
                     .then(|| bench_token(dir))
                     .transpose()?,
             ),
-            "full" | "bare-tls" => {
+            "full" | "bare-tls" | "stock-tls" => {
                 let token = bench_token(dir)?;
                 let tls = MeshTls::load(TlsPaths::in_dir(dir, "gateway"))?;
                 let channel = safra::client::mesh_channel(&tls, "wallet", &addr.to_string())?;
@@ -377,6 +383,55 @@ async fn load(
         })
         .collect();
     measure(mode, callers, seconds, &[server_pid]).await
+}
+
+/// As [`load`], with the lean caller of `raw.rs`: the same pre-encoded call
+/// for every mode, so only the server differs.
+async fn load_raw(
+    dir: &Path,
+    mode: &str,
+    addr: SocketAddr,
+    concurrency: usize,
+    seconds: u64,
+    server_pid: u32,
+) -> anyhow::Result<()> {
+    safra::tls::install_crypto_provider();
+    let tls = match mode {
+        "bare" | "bare-token" => None,
+        "bare-tls" | "stock-tls" | "full" => Some(MeshTls::load(TlsPaths::in_dir(dir, "gateway"))?),
+        other => bail!("unknown mode {other}"),
+    };
+    let token = (mode != "bare").then(|| bench_token(dir)).transpose()?;
+    let path = if mode == "full" {
+        "/safra.echo.v1.EchoService/AdminEcho"
+    } else {
+        "/safra.echo.v1.EchoService/Echo"
+    };
+    // AdminEchoRequest's only field is EchoRequest's field 1: one encoding
+    // serves both methods.
+    let message = EchoRequest {
+        message: "ping".into(),
+        ..Default::default()
+    };
+    let connections = 4.min(concurrency.max(1));
+    let mut callers = Vec::new();
+    for _ in 0..connections {
+        let mut caller = raw::connect(addr, tls.as_ref(), path, &message, token.as_deref()).await?;
+        if !caller.call().await {
+            bail!("the warm-up call failed");
+        }
+        callers.push(caller);
+    }
+    let callers = (0..concurrency)
+        .map(|worker| callers[worker % connections].clone())
+        .collect();
+    measure(
+        &format!("{mode} (lean client)"),
+        callers,
+        seconds,
+        &[server_pid],
+    )
+    .await
 }
 
 async fn jwt(seconds: u64) -> anyhow::Result<()> {
@@ -469,9 +524,21 @@ async fn main() -> anyhow::Result<()> {
     match arg(0)? {
         "serve-bare" => serve_bare(Path::new(arg(1)?), arg(2)?.parse()?).await,
         "serve-bare-tls" => serve_bare_tls(Path::new(arg(1)?), arg(2)?.parse()?).await,
+        "serve-stock-tls" => stock_tls::serve(Path::new(arg(1)?), arg(2)?.parse()?).await,
         "serve-full" => serve_full(Path::new(arg(1)?), arg(2)?.parse()?).await,
         "load" => {
             load(
+                Path::new(arg(1)?),
+                arg(2)?,
+                arg(3)?.parse()?,
+                arg(4)?.parse()?,
+                arg(5)?.parse()?,
+                arg(6)?.parse()?,
+            )
+            .await
+        }
+        "load-raw" => {
+            load_raw(
                 Path::new(arg(1)?),
                 arg(2)?,
                 arg(3)?.parse()?,

@@ -37,7 +37,10 @@ use tonic::{
 use tower::ServiceExt;
 
 pub use self::context::{CallContext, DEADLINE_MARGIN, parse_grpc_timeout};
-use crate::tls::{MeshTls, TlsError};
+use crate::{
+    coalesce::Coalesced,
+    tls::{MeshTls, TlsError},
+};
 
 /// How long establishing a connection (TCP and TLS) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,12 +88,14 @@ impl MeshConnector {
 
 type ConnectFuture = Pin<
     Box<
-        dyn Future<Output = io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>> + Send,
+        dyn Future<
+                Output = io::Result<TokioIo<Coalesced<tokio_rustls::client::TlsStream<TcpStream>>>>,
+            > + Send,
     >,
 >;
 
 impl tower::Service<Uri> for MeshConnector {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Response = TokioIo<Coalesced<tokio_rustls::client::TlsStream<TcpStream>>>;
     type Error = io::Error;
     type Future = ConnectFuture;
 
@@ -119,7 +124,7 @@ impl tower::Service<Uri> for MeshConnector {
             let stream = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
                 .await?;
-            Ok(TokioIo::new(stream))
+            Ok(TokioIo::new(Coalesced::new(stream)))
         })
     }
 }

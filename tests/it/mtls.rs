@@ -141,7 +141,7 @@ async fn presented_leaf(pki: &TestPki, addr: SocketAddr) -> Vec<u8> {
     let mut connector = MeshConnector::new(&pki.tls("gateway"), "wallet").expect("connector");
     let uri = format!("http://{addr}").parse().expect("uri");
     let io = connector.call(uri).await.expect("handshake");
-    let (_, session) = io.inner().get_ref();
+    let (_, session) = io.inner().get_ref().get_ref();
     session
         .peer_certificates()
         .and_then(|certs| certs.first())
