@@ -20,8 +20,9 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Past this many buffered bytes, writes go through before more are taken,
-/// so a large message is not copied whole into the buffer.
+/// The most bytes held back: a write that would pass it first sends what is
+/// buffered, and a write this large goes straight through (copying a large
+/// message buys nothing).
 const MAX_BUFFERED: usize = 64 * 1024;
 
 /// A stream whose writes are buffered until a flush, and whose first flush
@@ -95,11 +96,11 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesced<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.buffered.len() >= MAX_BUFFERED {
+        let total: usize = bufs.iter().map(|buf| buf.len()).sum();
+        if !this.buffered.is_empty() && this.buffered.len() + total > MAX_BUFFERED {
             ready!(this.poll_drain(cx))?;
         }
-        let total: usize = bufs.iter().map(|buf| buf.len()).sum();
-        if this.buffered.is_empty() && total >= MAX_BUFFERED {
+        if total >= MAX_BUFFERED {
             // Large writes gain nothing from a copy.
             return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         }
@@ -153,6 +154,24 @@ mod tests {
         assert_eq!(&received[..8], b"one two ");
         assert!(received[8..8 + large.len()].iter().all(|byte| *byte == 7));
         assert_eq!(&received[8 + large.len()..], b" three");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_buffer_never_holds_more_than_its_bound() -> io::Result<()> {
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        let mut stream = Coalesced::new(near);
+        for _ in 0..100 {
+            stream.write_all(&[1_u8; 1000]).await?;
+            assert!(stream.buffered.len() <= MAX_BUFFERED);
+        }
+        stream.write_all(&vec![2_u8; MAX_BUFFERED + 1]).await?;
+        assert!(stream.buffered.len() <= MAX_BUFFERED);
+        stream.flush().await?;
+        let mut received = vec![0_u8; 100_000 + MAX_BUFFERED + 1];
+        far.read_exact(&mut received).await?;
+        assert!(received[..100_000].iter().all(|byte| *byte == 1));
+        assert!(received[100_000..].iter().all(|byte| *byte == 2));
         Ok(())
     }
 

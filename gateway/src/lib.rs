@@ -19,6 +19,7 @@
 mod codec;
 mod console;
 pub mod errors;
+mod listener;
 pub mod openapi;
 mod proxy;
 mod ratelimit;
@@ -27,7 +28,7 @@ mod rest;
 pub mod routes;
 pub mod transcode;
 
-use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -50,6 +51,7 @@ use safra::{
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+use listener::{ClientAddr, EdgeListener};
 pub use readiness::{Readiness, UpstreamState};
 
 /// Why the gateway could not start or stopped with an error.
@@ -333,8 +335,8 @@ async fn drain(request: Request, limit: usize) -> http::request::Parts {
 fn client_ip(request: &Request) -> Option<std::net::IpAddr> {
     request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+        .get::<ConnectInfo<ClientAddr>>()
+        .map(|ConnectInfo(ClientAddr(addr))| addr.ip())
 }
 
 /// The client's address as the services should see it: the peer of this
@@ -397,8 +399,9 @@ pub async fn serve(
     serve_router(listener, app, shutdown).await
 }
 
-/// Serves `app` (HTTP/1.1 and h2c) on `listener` with each connection's
-/// peer address known to the handlers, until `shutdown` completes.
+/// Serves `app` (HTTP/1.1 and h2c) on `listener` until `shutdown`
+/// completes; each connection coalesces its writes and its peer address is
+/// known to the handlers.
 ///
 /// # Errors
 /// [`GatewayError::Serve`].
@@ -408,8 +411,8 @@ pub async fn serve_router(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
     axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        EdgeListener(listener),
+        app.into_make_service_with_connect_info::<ClientAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await?;
