@@ -526,27 +526,15 @@ async fn main() -> anyhow::Result<()> {
         "serve-bare-tls" => serve_bare_tls(Path::new(arg(1)?), arg(2)?.parse()?).await,
         "serve-stock-tls" => stock_tls::serve(Path::new(arg(1)?), arg(2)?.parse()?).await,
         "serve-full" => serve_full(Path::new(arg(1)?), arg(2)?.parse()?).await,
-        "load" => {
-            load(
-                Path::new(arg(1)?),
-                arg(2)?,
-                arg(3)?.parse()?,
-                arg(4)?.parse()?,
-                arg(5)?.parse()?,
-                arg(6)?.parse()?,
-            )
-            .await
-        }
-        "load-raw" => {
-            load_raw(
-                Path::new(arg(1)?),
-                arg(2)?,
-                arg(3)?.parse()?,
-                arg(4)?.parse()?,
-                arg(5)?.parse()?,
-                arg(6)?.parse()?,
-            )
-            .await
+        command @ ("load" | "load-raw") => {
+            let (dir, mode) = (Path::new(arg(1)?), arg(2)?);
+            let (addr, concurrency) = (arg(3)?.parse()?, arg(4)?.parse()?);
+            let (seconds, server_pid) = (arg(5)?.parse()?, arg(6)?.parse()?);
+            if command == "load" {
+                load(dir, mode, addr, concurrency, seconds, server_pid).await
+            } else {
+                load_raw(dir, mode, addr, concurrency, seconds, server_pid).await
+            }
         }
         "jwt" => jwt(arg(1)?.parse()?).await,
         "handshakes" => {
