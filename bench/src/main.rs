@@ -275,6 +275,7 @@ async fn measure<C: Caller>(
     Ok(())
 }
 
+#[derive(Clone)]
 enum Client {
     /// The bare server; with a token, the same bearer header the full stack
     /// gets (ignored), to separate the protocol's cost from the stack's.
@@ -332,6 +333,22 @@ impl Client {
     }
 }
 
+/// How many HTTP/2 connections a load run opens: several, as the gateway
+/// keeps, so that one connection's lock does not cap the run.
+fn connections(concurrency: usize) -> usize {
+    4.min(concurrency.max(1))
+}
+
+/// `concurrency` callers sharing `connected` round robin.
+fn spread<C: Clone>(connected: &[C], concurrency: usize) -> Vec<C> {
+    connected
+        .iter()
+        .cycle()
+        .take(concurrency)
+        .cloned()
+        .collect()
+}
+
 async fn load(
     dir: &Path,
     mode: &str,
@@ -341,11 +358,8 @@ async fn load(
     server_pid: u32,
 ) -> anyhow::Result<()> {
     safra::tls::install_crypto_provider();
-    // Several connections, as the gateway keeps, so one HTTP/2 connection's
-    // lock does not cap the run.
-    let connections = 4.min(concurrency.max(1));
     let mut clients = Vec::new();
-    for _ in 0..connections {
+    for _ in 0..connections(concurrency) {
         clients.push(match mode {
             "bare" | "bare-token" => Client::Bare(
                 EchoServiceClient::new(
@@ -375,14 +389,7 @@ async fn load(
         client.send().await?;
     }
 
-    let callers = (0..concurrency)
-        .map(|worker| match &clients[worker % connections] {
-            Client::Bare(client, token) => Client::Bare(client.clone(), token.clone()),
-            Client::Full(client, token) => Client::Full(client.clone(), token.clone()),
-            Client::BareTls(client, token) => Client::BareTls(client.clone(), token.clone()),
-        })
-        .collect();
-    measure(mode, callers, seconds, &[server_pid]).await
+    measure(mode, spread(&clients, concurrency), seconds, &[server_pid]).await
 }
 
 /// As [`load`], with the lean caller of `raw.rs`: the same pre-encoded call
@@ -413,21 +420,17 @@ async fn load_raw(
         message: "ping".into(),
         ..Default::default()
     };
-    let connections = 4.min(concurrency.max(1));
     let mut callers = Vec::new();
-    for _ in 0..connections {
+    for _ in 0..connections(concurrency) {
         let mut caller = raw::connect(addr, tls.as_ref(), path, &message, token.as_deref()).await?;
         if !caller.call().await {
             bail!("the warm-up call failed");
         }
         callers.push(caller);
     }
-    let callers = (0..concurrency)
-        .map(|worker| callers[worker % connections].clone())
-        .collect();
     measure(
         &format!("{mode} (lean client)"),
-        callers,
+        spread(&callers, concurrency),
         seconds,
         &[server_pid],
     )
