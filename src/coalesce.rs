@@ -1,5 +1,6 @@
-//! Write coalescing for the mesh's TLS connections: many small HTTP/2 writes
-//! leave as one TLS record and one system call.
+//! Write coalescing for the mesh's connections (mutual TLS between
+//! processes, and the gateway's public port): many small HTTP/2 writes leave
+//! as one TLS record and one system call.
 //!
 //! Why: hyper serves each HTTP/2 stream on a task of its own, and tokio runs
 //! a task woken by the running one next (its LIFO slot). So when one of many
