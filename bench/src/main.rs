@@ -349,33 +349,37 @@ fn spread<C: Clone>(connected: &[C], concurrency: usize) -> Vec<C> {
         .collect()
 }
 
-async fn load(
-    dir: &Path,
-    mode: &str,
+/// One load run's settings, as `load` and `load-raw` take them.
+struct LoadRun<'a> {
+    dir: &'a Path,
+    mode: &'a str,
     addr: SocketAddr,
     concurrency: usize,
     seconds: u64,
     server_pid: u32,
-) -> anyhow::Result<()> {
+}
+
+/// Through the typed stubs.
+async fn load(run: LoadRun<'_>) -> anyhow::Result<()> {
     safra::tls::install_crypto_provider();
     let mut clients = Vec::new();
-    for _ in 0..connections(concurrency) {
-        clients.push(match mode {
+    for _ in 0..connections(run.concurrency) {
+        clients.push(match run.mode {
             "bare" | "bare-token" => Client::Bare(
                 EchoServiceClient::new(
-                    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                    tonic::transport::Endpoint::from_shared(format!("http://{}", run.addr))?
                         .connect()
                         .await?,
                 ),
-                (mode == "bare-token")
-                    .then(|| bench_token(dir))
+                (run.mode == "bare-token")
+                    .then(|| bench_token(run.dir))
                     .transpose()?,
             ),
             "full" | "bare-tls" | "stock-tls" => {
-                let token = bench_token(dir)?;
-                let tls = MeshTls::load(TlsPaths::in_dir(dir, "gateway"))?;
-                let channel = safra::client::mesh_channel(&tls, "wallet", &addr.to_string())?;
-                if mode == "full" {
+                let token = bench_token(run.dir)?;
+                let tls = MeshTls::load(TlsPaths::in_dir(run.dir, "gateway"))?;
+                let channel = safra::client::mesh_channel(&tls, "wallet", &run.addr.to_string())?;
+                if run.mode == "full" {
                     Client::Full(EchoServiceClient::new(channel), token)
                 } else {
                     Client::BareTls(EchoServiceClient::new(channel), token)
@@ -389,27 +393,30 @@ async fn load(
         client.send().await?;
     }
 
-    measure(mode, spread(&clients, concurrency), seconds, &[server_pid]).await
+    measure(
+        run.mode,
+        spread(&clients, run.concurrency),
+        run.seconds,
+        &[run.server_pid],
+    )
+    .await
 }
 
 /// As [`load`], with the lean caller of `raw.rs`: the same pre-encoded call
 /// for every mode, so only the server differs.
-async fn load_raw(
-    dir: &Path,
-    mode: &str,
-    addr: SocketAddr,
-    concurrency: usize,
-    seconds: u64,
-    server_pid: u32,
-) -> anyhow::Result<()> {
+async fn load_raw(run: LoadRun<'_>) -> anyhow::Result<()> {
     safra::tls::install_crypto_provider();
-    let tls = match mode {
+    let tls = match run.mode {
         "bare" | "bare-token" => None,
-        "bare-tls" | "stock-tls" | "full" => Some(MeshTls::load(TlsPaths::in_dir(dir, "gateway"))?),
+        "bare-tls" | "stock-tls" | "full" => {
+            Some(MeshTls::load(TlsPaths::in_dir(run.dir, "gateway"))?)
+        }
         other => bail!("unknown mode {other}"),
     };
-    let token = (mode != "bare").then(|| bench_token(dir)).transpose()?;
-    let path = if mode == "full" {
+    let token = (run.mode != "bare")
+        .then(|| bench_token(run.dir))
+        .transpose()?;
+    let path = if run.mode == "full" {
         "/safra.echo.v1.EchoService/AdminEcho"
     } else {
         "/safra.echo.v1.EchoService/Echo"
@@ -421,18 +428,19 @@ async fn load_raw(
         ..Default::default()
     };
     let mut callers = Vec::new();
-    for _ in 0..connections(concurrency) {
-        let mut caller = raw::connect(addr, tls.as_ref(), path, &message, token.as_deref()).await?;
+    for _ in 0..connections(run.concurrency) {
+        let mut caller =
+            raw::connect(run.addr, tls.as_ref(), path, &message, token.as_deref()).await?;
         if !caller.call().await {
             bail!("the warm-up call failed");
         }
         callers.push(caller);
     }
     measure(
-        &format!("{mode} (lean client)"),
-        spread(&callers, concurrency),
-        seconds,
-        &[server_pid],
+        &format!("{} (lean client)", run.mode),
+        spread(&callers, run.concurrency),
+        run.seconds,
+        &[run.server_pid],
     )
     .await
 }
@@ -530,13 +538,18 @@ async fn main() -> anyhow::Result<()> {
         "serve-stock-tls" => stock_tls::serve(Path::new(arg(1)?), arg(2)?.parse()?).await,
         "serve-full" => serve_full(Path::new(arg(1)?), arg(2)?.parse()?).await,
         command @ ("load" | "load-raw") => {
-            let (dir, mode) = (Path::new(arg(1)?), arg(2)?);
-            let (addr, concurrency) = (arg(3)?.parse()?, arg(4)?.parse()?);
-            let (seconds, server_pid) = (arg(5)?.parse()?, arg(6)?.parse()?);
+            let run = LoadRun {
+                dir: Path::new(arg(1)?),
+                mode: arg(2)?,
+                addr: arg(3)?.parse()?,
+                concurrency: arg(4)?.parse()?,
+                seconds: arg(5)?.parse()?,
+                server_pid: arg(6)?.parse()?,
+            };
             if command == "load" {
-                load(dir, mode, addr, concurrency, seconds, server_pid).await
+                load(run).await
             } else {
-                load_raw(dir, mode, addr, concurrency, seconds, server_pid).await
+                load_raw(run).await
             }
         }
         "jwt" => jwt(arg(1)?.parse()?).await,
