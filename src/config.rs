@@ -386,6 +386,19 @@ impl ServiceConfig {
     }
 }
 
+/// Where peer `service` is: `SAFRA_<SERVICE>_URL`, by default its fixed
+/// local address.
+///
+/// # Errors
+/// A value that is not an endpoint, naming the variable.
+pub fn peer_endpoint(reader: Reader<'_>, service: Service) -> Result<String, ConfigError> {
+    endpoint(
+        reader,
+        &format!("SAFRA_{}_URL", service.env_name()),
+        service,
+    )
+}
+
 /// The endpoint of `service` in `variable`, by default its fixed local
 /// address.
 fn endpoint(reader: Reader<'_>, variable: &str, service: Service) -> Result<String, ConfigError> {

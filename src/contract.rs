@@ -186,6 +186,7 @@ fn check_method(method: &MethodDescriptor, problems: &mut Vec<String>) {
         None => problems.push(format!("{name}: no (safra.options.v1.authorization)")),
         Some(authorization) => {
             check_authorization(name, &authorization, !bindings.is_empty(), problems);
+            check_caller_scopes(method, &authorization, problems);
         }
     }
     for binding in &bindings {
@@ -270,6 +271,59 @@ fn check_authorization(
             "{name}: a public method needs a google.api.http binding"
         )),
         _ => {}
+    }
+}
+
+/// Each caller scope names one of the method's callers, a singular enum
+/// field of its request and values of that enum.
+fn check_caller_scopes(
+    method: &MethodDescriptor,
+    authorization: &Authorization,
+    problems: &mut Vec<String>,
+) {
+    let name = method.full_name();
+    for scope in &authorization.caller_scopes {
+        if !authorization.callers.contains(&scope.caller) {
+            problems.push(format!(
+                "{name}: caller scope for '{}', which is not among its callers",
+                scope.caller
+            ));
+        }
+        let Some(field) = method.input().get_field_by_name(&scope.field) else {
+            problems.push(format!(
+                "{name}: caller scope field '{}' is not a field of {}",
+                scope.field,
+                method.input().full_name()
+            ));
+            continue;
+        };
+        let Kind::Enum(enumeration) = field.kind() else {
+            problems.push(format!(
+                "{name}: caller scope field '{}' must be an enum",
+                scope.field
+            ));
+            continue;
+        };
+        if field.is_list() {
+            problems.push(format!(
+                "{name}: caller scope field '{}' must be singular",
+                scope.field
+            ));
+        }
+        if scope.values.is_empty() {
+            problems.push(format!(
+                "{name}: caller scope for '{}' allows no value",
+                scope.caller
+            ));
+        }
+        for value in &scope.values {
+            if enumeration.get_value_by_name(value).is_none() {
+                problems.push(format!(
+                    "{name}: caller scope value '{value}' is not a value of {}",
+                    enumeration.full_name()
+                ));
+            }
+        }
     }
 }
 

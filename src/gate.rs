@@ -138,6 +138,49 @@ impl Gate {
     }
 }
 
+/// Applies a method's caller scopes to a decoded request: a mesh caller
+/// with a scope may send only the values it lists in the scoped field.
+///
+/// # Errors
+/// PERMISSION_DENIED, CALLER_NOT_ALLOWED, naming the field and value.
+pub fn authorize_scope(
+    authorization: &Authorization,
+    caller_service: Option<&str>,
+    message: &DynamicMessage,
+) -> Result<(), Status> {
+    let Some(caller) = caller_service else {
+        return Ok(());
+    };
+    for scope in authorization
+        .caller_scopes
+        .iter()
+        .filter(|scope| scope.caller == caller)
+    {
+        let Some(field) =
+            prost_reflect::ReflectMessage::descriptor(message).get_field_by_name(&scope.field)
+        else {
+            continue;
+        };
+        let number = message.get_field(&field).as_enum_number().unwrap_or(0);
+        let name = match field.kind() {
+            prost_reflect::Kind::Enum(enumeration) => enumeration
+                .get_value(number)
+                .map_or_else(|| number.to_string(), |value| value.name().to_owned()),
+            _ => number.to_string(),
+        };
+        if !scope.values.contains(&name) {
+            return Err(status::permission_denied(
+                ErrorReason::CallerNotAllowed,
+                format!(
+                    "the service '{caller}' may not call this method with {} = {name}",
+                    scope.field
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Applies a method's authorization declaration to a caller: the signed-in
 /// user, if any, and the calling mesh service, if the call came over mTLS.
 ///

@@ -37,6 +37,10 @@ pub mod client;
 pub mod db;
 #[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "events")]
+pub mod outbox;
+#[cfg(feature = "db")]
+pub mod paging;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "test-contracts")]

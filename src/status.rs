@@ -54,11 +54,27 @@ pub fn with_reason(
     message: impl Into<String>,
     details: Vec<prost_types::Any>,
 ) -> Status {
+    with_metadata(code, reason, message, &[], details)
+}
+
+/// A status like [`with_reason`] whose `ErrorInfo` carries `metadata`
+/// (lower_snake_case keys, as the contract's `ErrorReason` lists them).
+#[must_use]
+pub fn with_metadata(
+    code: Code,
+    reason: ErrorReason,
+    message: impl Into<String>,
+    metadata: &[(&str, String)],
+    details: Vec<prost_types::Any>,
+) -> Status {
     let message = message.into();
     let info = ErrorInfo {
         reason: reason_name(reason).to_owned(),
         domain: DOMAIN.to_owned(),
-        metadata: Default::default(),
+        metadata: metadata
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.clone()))
+            .collect(),
     };
     let mut all = vec![any("google.rpc.ErrorInfo", &info)];
     all.extend(details);

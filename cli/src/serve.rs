@@ -8,12 +8,15 @@ use safra::{
     accounts::v1::accounts_service_server::AccountsServiceServer,
     admin::{Check, CheckFuture},
     auth::{AccountsJwks, TokenVerifier},
-    config::{Environment, GatewayConfig, Reader, ServiceConfig},
+    client::retry::{Retrier, RetryPolicy},
+    config::{Environment, GatewayConfig, Reader, ServiceConfig, peer_endpoint},
     db::Database,
+    marketplace::v1::marketplace_service_server::MarketplaceServiceServer,
     mesh::Service,
     server::{self, MeshServer},
     telemetry,
     tls::{MeshTls, TlsPaths},
+    wallet::v1::wallet_service_server::WalletServiceServer,
 };
 
 use crate::shutdown;
@@ -71,26 +74,46 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
             ));
             tracing::info!(%service, addr = %config.listen_addr, admin = %config.admin_addr, "serving");
             let checks = vec![database_check(database.clone())];
-            let server = if service == Service::Accounts {
-                // Accounts verifies the tokens it signs with the keys it publishes.
-                let accounts = accounts(&config, reader, database).await?;
-                let verifier = Arc::new(TokenVerifier::new(
-                    config.jwt_issuer.clone(),
-                    accounts.key_source(),
-                ));
-                MeshServer::new(service, tls, verifier)?
-                    .add_service(AccountsServiceServer::new(accounts))
-            } else {
-                MeshServer::new(service, tls, verifier)?
+            // One stop signal, for the server and any background task.
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                shutdown::signalled(supervised).await;
+                let _ = stop.send(true);
+            });
+            let server = match service {
+                Service::Accounts => {
+                    // Accounts verifies the tokens it signs with the keys it publishes.
+                    let accounts = accounts(&config, reader, database).await?;
+                    let verifier = Arc::new(TokenVerifier::new(
+                        config.jwt_issuer.clone(),
+                        accounts.key_source(),
+                    ));
+                    MeshServer::new(service, tls, verifier)?
+                        .add_service(AccountsServiceServer::new(accounts))
+                }
+                Service::Marketplace => {
+                    let marketplace = marketplace(reader, &tls, database)?;
+                    tokio::spawn(
+                        marketplace
+                            .clone()
+                            .run_background(when_stopped(stopped.clone())),
+                    );
+                    MeshServer::new(service, tls, verifier)?
+                        .add_service(MarketplaceServiceServer::new(marketplace))
+                }
+                Service::Wallet => {
+                    let wallet = wallet(reader, &tls, database)?;
+                    MeshServer::new(service, tls, verifier)?
+                        .add_service(WalletServiceServer::new(wallet))
+                }
+                Service::Distribution | Service::Notifications => {
+                    MeshServer::new(service, tls, verifier)?
+                }
             };
             server
                 .with_version(crate::VERSION)
                 .with_admin(admin, checks)
-                .serve(
-                    listener,
-                    &[service.grpc_service()],
-                    shutdown::signalled(supervised),
-                )
+                .serve(listener, &[service.grpc_service()], when_stopped(stopped))
                 .await
                 .with_context(|| format!("{service}"))?;
             telemetry.flush();
@@ -115,6 +138,67 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves once the stop signal was given.
+async fn when_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    drop(stopped.wait_for(|stop| *stop).await);
+}
+
+/// Retries of idempotent outbound calls, read from the contracts.
+fn retrier() -> anyhow::Result<Arc<Retrier>> {
+    let pool = safra::descriptor::pool().context("the embedded contracts")?;
+    Ok(Arc::new(Retrier::new(&pool, RetryPolicy::default())))
+}
+
+/// The marketplace: its wallet peer and background timing from the
+/// environment.
+fn marketplace(
+    reader: Reader<'_>,
+    tls: &Arc<MeshTls>,
+    database: Database,
+) -> anyhow::Result<safra_marketplace::api::Marketplace> {
+    use safra_marketplace::api::{BackgroundSettings, Marketplace};
+
+    let wallet_url = peer_endpoint(reader, Service::Wallet)?;
+    let wallet =
+        safra::client::mesh_channel(tls, "wallet", &wallet_url).context("SAFRA_WALLET_URL")?;
+    let defaults = BackgroundSettings::default();
+    let every = reader.parse_or(
+        "SAFRA_MARKETPLACE_ROUND_MS",
+        u64::try_from(defaults.every.as_millis()).unwrap_or(2000),
+        "a whole number of milliseconds",
+    )?;
+    let pending_after = reader.parse_or(
+        "SAFRA_PENDING_INVESTMENT_SECS",
+        defaults.pending_after.as_secs(),
+        "a whole number of seconds",
+    )?;
+    Ok(Marketplace::new(
+        database,
+        wallet,
+        retrier()?,
+        BackgroundSettings {
+            every: Duration::from_millis(every.max(10)),
+            pending_after: Duration::from_secs(pending_after),
+        },
+    ))
+}
+
+/// The wallet, with the marketplace it asks for offerings' schedules.
+fn wallet(
+    reader: Reader<'_>,
+    tls: &Arc<MeshTls>,
+    database: Database,
+) -> anyhow::Result<safra_wallet::api::Wallets> {
+    let url = peer_endpoint(reader, Service::Marketplace)?;
+    let marketplace =
+        safra::client::mesh_channel(tls, "marketplace", &url).context("SAFRA_MARKETPLACE_URL")?;
+    Ok(safra_wallet::api::Wallets::new(
+        database,
+        marketplace,
+        retrier()?,
+    ))
 }
 
 /// Loads this process's certificate, key and CA, and watches them for

@@ -18,12 +18,12 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
+use prost_reflect::{DescriptorPool, DynamicMessage};
 use tonic::{Status, body::Body};
 
 use crate::{
     auth::TokenVerifier,
-    gate::{Gate, MethodPolicy, authorize},
+    gate::{Gate, MethodPolicy, authorize, authorize_scope},
     status,
     tls::PeerInfo,
     r#type::v1::ErrorReason,
@@ -164,7 +164,11 @@ impl ContractState {
             .authorize(http::Request::from_parts(parts, ()), policy)
             .await?
             .into_parts();
-        self.validate(&bytes, &policy.input)?;
+        let caller = parts
+            .extensions
+            .get::<PeerInfo>()
+            .and_then(|peer| peer.service.as_deref());
+        self.validate(&bytes, policy, caller)?;
         Ok(http::Request::from_parts(
             parts,
             Body::new(Full::new(bytes)),
@@ -195,7 +199,14 @@ impl ContractState {
         Ok(request)
     }
 
-    fn validate(&self, body: &Bytes, input: &MessageDescriptor) -> Result<(), Status> {
+    /// Decodes each message of the body, applies the caller's scope (if
+    /// the method narrows it) and the field rules.
+    fn validate(
+        &self,
+        body: &Bytes,
+        policy: &MethodPolicy,
+        caller: Option<&str>,
+    ) -> Result<(), Status> {
         let mut rest: &[u8] = body;
         while !rest.is_empty() {
             let Some((&[compressed, a, b, c, d], after)) = rest.split_first_chunk::<5>() else {
@@ -212,7 +223,8 @@ impl ContractState {
             }
             let (message, tail) = after.split_at(length);
             let dynamic =
-                DynamicMessage::decode(input.clone(), message).map_err(|_| malformed())?;
+                DynamicMessage::decode(policy.input.clone(), message).map_err(|_| malformed())?;
+            authorize_scope(&policy.authorization, caller, &dynamic)?;
             self.gate.validate(&dynamic)?;
             rest = tail;
         }

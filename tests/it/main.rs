@@ -8,6 +8,7 @@ mod contracts;
 mod databases;
 mod gateway;
 mod migrations;
+mod money;
 mod mtls;
 mod runtime;
 mod serving;

@@ -131,11 +131,21 @@ const FUNDED_WALLET: &str = "
     BEGIN;
     INSERT INTO ledger_transactions (id, kind, owner_id, idempotency_key)
         VALUES ('00000000-0000-0000-0000-0000000000c1', 'deposit', '00000000-0000-0000-0000-0000000000b1', 'k1');
-    INSERT INTO ledger_entries (transaction_id, wallet_id, amount_minor, currency_code) VALUES
-        ('00000000-0000-0000-0000-0000000000c1', '00000000-0000-0000-0000-0000000000a1', 10000, 'BRL'),
+    INSERT INTO ledger_entries (transaction_id, wallet_id, amount_minor, currency_code, balance_after_minor) VALUES
+        ('00000000-0000-0000-0000-0000000000c1', '00000000-0000-0000-0000-0000000000a1', 10000, 'BRL', 10000),
         ('00000000-0000-0000-0000-0000000000c1',
-         (SELECT id FROM wallets WHERE system_account = 'external:deposits'), -10000, 'BRL');
+         (SELECT id FROM wallets WHERE system_account = 'external:deposits'), -10000, 'BRL', NULL);
     COMMIT;";
+
+/// The database's message for `statement`, which must fail.
+async fn refusal(conn: &mut diesel_async::AsyncPgConnection, statement: &str) -> String {
+    let error = conn
+        .batch_execute(statement)
+        .await
+        .expect_err("the statement must be refused");
+    conn.batch_execute("ROLLBACK").await.ok();
+    error.to_string()
+}
 
 #[derive(QueryableByName)]
 struct Amount {
@@ -166,41 +176,42 @@ async fn the_ledger_keeps_money_right() {
         "UPDATE ledger_entries SET amount_minor = amount_minor + 1",
         "DELETE FROM ledger_entries",
         "DELETE FROM ledger_transactions",
-        "UPDATE wallets SET balance_minor = 1 WHERE owner_id IS NOT NULL",
     ] {
-        assert!(
-            conn.batch_execute(statement).await.is_err(),
-            "'{statement}' must be rejected"
-        );
+        let refused = refusal(&mut conn, statement).await;
+        assert!(refused.contains("append-only"), "'{statement}': {refused}");
     }
+    let refused = refusal(
+        &mut conn,
+        "UPDATE wallets SET balance_minor = 1 WHERE owner_id IS NOT NULL",
+    )
+    .await;
+    assert!(refused.contains("maintained by the ledger"), "{refused}");
 
     let unbalanced = "
         BEGIN;
         INSERT INTO ledger_transactions (id, kind, owner_id, idempotency_key)
             VALUES ('00000000-0000-0000-0000-0000000000c2', 'deposit', '00000000-0000-0000-0000-0000000000b1', 'k2');
-        INSERT INTO ledger_entries (transaction_id, wallet_id, amount_minor, currency_code)
-            VALUES ('00000000-0000-0000-0000-0000000000c2', '00000000-0000-0000-0000-0000000000a1', 500, 'BRL');
+        INSERT INTO ledger_entries (transaction_id, wallet_id, amount_minor, currency_code, balance_after_minor)
+            VALUES ('00000000-0000-0000-0000-0000000000c2', '00000000-0000-0000-0000-0000000000a1', 500, 'BRL', 10500);
         COMMIT;";
-    assert!(
-        conn.batch_execute(unbalanced).await.is_err(),
-        "an unbalanced transaction cannot commit"
-    );
-    conn.batch_execute("ROLLBACK").await.ok();
+    let refused = refusal(&mut conn, unbalanced).await;
+    assert!(refused.contains("double entry"), "{refused}");
 
     let overdraft = "
         BEGIN;
-        INSERT INTO ledger_transactions (id, kind, owner_id, idempotency_key)
-            VALUES ('00000000-0000-0000-0000-0000000000c3', 'investment_debit', '00000000-0000-0000-0000-0000000000b1', 'k3');
-        INSERT INTO ledger_entries (transaction_id, wallet_id, amount_minor, currency_code) VALUES
-            ('00000000-0000-0000-0000-0000000000c3', '00000000-0000-0000-0000-0000000000a1', -10001, 'BRL'),
+        INSERT INTO ledger_transactions (id, kind, owner_id, idempotency_key, offering_id)
+            VALUES ('00000000-0000-0000-0000-0000000000c3', 'investment_debit', '00000000-0000-0000-0000-0000000000b1', 'k3',
+                    '00000000-0000-0000-0000-0000000000d1');
+        INSERT INTO ledger_entries (transaction_id, wallet_id, amount_minor, currency_code, balance_after_minor) VALUES
+            ('00000000-0000-0000-0000-0000000000c3', '00000000-0000-0000-0000-0000000000a1', -10001, 'BRL', -1),
             ('00000000-0000-0000-0000-0000000000c3',
-             (SELECT id FROM wallets WHERE system_account = 'clearing:investments'), 10001, 'BRL');
+             (SELECT id FROM wallets WHERE system_account = 'clearing:investments'), 10001, 'BRL', NULL);
         COMMIT;";
+    let refused = refusal(&mut conn, overdraft).await;
     assert!(
-        conn.batch_execute(overdraft).await.is_err(),
-        "a balance cannot go negative"
+        refused.contains("wallets_balance_non_negative"),
+        "{refused}"
     );
-    conn.batch_execute("ROLLBACK").await.ok();
     assert_eq!(
         single_amount(&mut conn, balance).await,
         10000,

@@ -352,7 +352,8 @@ fn the_gateway_serves_rest_grpc_and_the_console_in_front_of_the_real_mesh() {
             .contains("cache-control: public, max-age="),
         "{head}"
     );
-    // A service without handlers yet answers through the normal path.
+    // The wallet opens on first use; a service without handlers yet
+    // answers through the normal path.
     let (status, body) = http(
         gateway,
         "GET",
@@ -360,8 +361,26 @@ fn the_gateway_serves_rest_grpc_and_the_console_in_front_of_the_real_mesh() {
         &[("Authorization", &bearer)],
         "",
     );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""amountMinor":"0""#), "{body}");
+    let (status, body) = http(
+        gateway,
+        "GET",
+        "/v1/distributions",
+        &[("Authorization", &bearer)],
+        "",
+    );
     assert_eq!(status, 501, "{body}");
     assert!(body.contains(r#""code":12"#), "{body}");
+    let (status, body) = http(
+        gateway,
+        "POST",
+        "/v1/wallet:deposit",
+        &[("Authorization", &bearer)],
+        r#"{"amount":{"currencyCode":"BRL","amountMinor":"0"},"idempotencyKey":"k"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("amount.amount_minor"), "{body}");
     // The API's description and the console.
     let (status, body) = http_get(gateway, "/openapi.json");
     assert_eq!(status, 200);
@@ -389,6 +408,7 @@ fn the_gateway_serves_rest_grpc_and_the_console_in_front_of_the_real_mesh() {
     run_client("python3", &["tests/python/accounts_client.py", &target]);
     let url = format!("http://{gateway}");
     run_client("node", &["gateway/console/test/browser.mjs", &url]);
+    run_client("node", &["gateway/console/test/marketplace.mjs", &url]);
 
     // REST fuzzing from the published document: no server error, answers
     // as documented, for the services built so far (the others answer 501
@@ -401,7 +421,7 @@ fn the_gateway_serves_rest_grpc_and_the_console_in_front_of_the_real_mesh() {
             "run",
             &openapi,
             "--include-path-regex",
-            r"^/(v1/(accounts|users)|\.well-known)",
+            r"^/(v1/(accounts|users|offerings|investments|wallet)|\.well-known)",
             "--checks",
             "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
             "--max-examples",

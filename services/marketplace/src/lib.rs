@@ -2,13 +2,17 @@
 //!
 //! It owns the database `safra_marketplace`; nobody else reads it. This crate holds
 //! that database's migrations (embedded from `migrations/marketplace`) and its
-//! diesel schema. `safra serve marketplace` runs it; its RPCs land in `api.rs`,
-//! `domain.rs` and `store.rs` as the service's issue builds them.
+//! diesel schema. `safra serve marketplace` runs it; each RPC's path is
+//! `api.rs` (conversions, and the background task), `domain.rs` (rules)
+//! and `store.rs` (queries).
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use safra::mesh::Service;
 
+pub mod api;
+pub mod domain;
 pub mod schema;
+pub mod store;
 
 /// Which service of the mesh this crate is.
 pub const SERVICE: Service = Service::Marketplace;

@@ -21,6 +21,10 @@ diesel::table! {
         status -> Text,
         create_time -> Timestamptz,
         update_time -> Timestamptz,
+        /// Held by investments whose debit is under way.
+        reserved_minor -> Int8,
+        /// `producer` or `deadline`; set exactly when cancelled.
+        cancel_reason -> Nullable<Text>,
     }
 }
 
@@ -33,6 +37,8 @@ diesel::table! {
         amount_minor -> Int8,
         create_time -> Timestamptz,
         update_time -> Timestamptz,
+        payment_id -> Nullable<Uuid>,
+        paid_time -> Nullable<Timestamptz>,
     }
 }
 
@@ -44,13 +50,23 @@ diesel::table! {
         amount_minor -> Int8,
         /// Always the offering's currency (composite foreign key).
         currency_code -> Text,
-        /// `pending`, `confirmed` or `failed`.
+        /// `pending`, `confirmed`, `failed` or `refunded`.
         status -> Text,
         /// Unique per investor.
         idempotency_key -> Text,
         debit_transaction_id -> Nullable<Uuid>,
         create_time -> Timestamptz,
         update_time -> Timestamptz,
+        refund_transaction_id -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    /// A funded offering's payout to its producer, made once.
+    payouts (offering_id) {
+        offering_id -> Uuid,
+        transaction_id -> Uuid,
+        create_time -> Timestamptz,
     }
 }
 
@@ -116,11 +132,13 @@ diesel::table! {
 
 diesel::joinable!(offering_installments -> offerings (offering_id));
 diesel::joinable!(investments -> offerings (offering_id));
+diesel::joinable!(payouts -> offerings (offering_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     offerings,
     offering_installments,
     investments,
+    payouts,
     outbox,
     event_log,
     subscriber_cursors,

@@ -23,14 +23,17 @@ diesel::table! {
     ledger_transactions (id) {
         id -> Uuid,
         /// `deposit`, `investment_debit`, `investment_refund`,
-        /// `installment_payment` or `distribution_credit`.
+        /// `funding_payout`, `installment_payment` or `distribution_credit`.
         kind -> Text,
         /// The user it was made for; scopes `idempotency_key`.
         owner_id -> Uuid,
-        reference -> Nullable<Text>,
         /// Unique per (`owner_id`, `kind`).
         idempotency_key -> Text,
         create_time -> Timestamptz,
+        /// Set for every kind but `deposit`.
+        offering_id -> Nullable<Uuid>,
+        /// The investment, payment, distribution line or offering paid for.
+        reference_id -> Nullable<Uuid>,
     }
 }
 
@@ -44,6 +47,8 @@ diesel::table! {
         amount_minor -> Int8,
         currency_code -> Text,
         create_time -> Timestamptz,
+        /// The wallet's balance after this entry (user wallets only).
+        balance_after_minor -> Nullable<Int8>,
     }
 }
 
