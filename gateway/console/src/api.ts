@@ -7,6 +7,8 @@
 import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AccountsService } from "./gen/safra/accounts/v1/accounts_pb";
+import { MarketplaceService } from "./gen/safra/marketplace/v1/marketplace_pb";
+import { WalletService } from "./gen/safra/wallet/v1/wallet_pb";
 import { clearSession, getSession, setSession, updateTokens } from "./session";
 
 /** Replaced at build time: empty for the bundle the gateway serves (same
@@ -84,6 +86,13 @@ export const sessionAccounts = createClient(AccountsService, anonymous);
 
 /** Calls on behalf of the signed-in user. */
 export const accounts = createClient(AccountsService, authenticated);
+
+/** Offerings and investments; the public reads work signed out too (no
+ * token is sent then). */
+export const marketplace = createClient(MarketplaceService, authenticated);
+
+/** The signed-in user's wallet, deposits and installment payments. */
+export const wallet = createClient(WalletService, authenticated);
 
 // ---- sessions --------------------------------------------------------------
 

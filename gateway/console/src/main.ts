@@ -23,16 +23,23 @@ const router = createRouter(routes, outlet, {
 
 function renderNav(current: Route | undefined): void {
   const session = getSession();
+  const role = claims(session).role ?? "";
   const link = (route: Route) =>
     h(
       "a",
-      { href: `#${route.path}`, class: route === current ? "active" : undefined, testid: `nav-${route.path.slice(1)}` },
+      {
+        href: `#${route.path}`,
+        class: route === current ? "active" : undefined,
+        testid: `nav-${route.path.slice(1).replace(/\//g, "-")}`,
+      },
       route.title,
     );
-  const pages = routes.filter((r) => r.nav && (r.access === "public" || session));
+  const pages = routes.filter(
+    (r) => r.nav && (r.access === "public" || session) && (!r.roles || (session && r.roles.includes(role))),
+  );
   const who = session
     ? [
-        h("span", { class: "user", testid: "nav-user" }, session.email, h("span", { class: "role" }, claims(session).role ?? "")),
+        h("span", { class: "user", testid: "nav-user" }, session.email, h("span", { class: "role" }, role)),
         h("button", { type: "button", testid: "sign-out", onclick: onSignOut }, "Sign out"),
       ]
     : routes.filter((r) => r.path === loginPath || r.path === "/register").map(link);

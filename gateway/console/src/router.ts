@@ -2,6 +2,10 @@
 // routes.ts and renders its page into the outlet. Server paths stay
 // untouched, so the gateway answers unknown ones with its JSON 404.
 //
+// A route's path may hold variables (`/offerings/:id`); a literal route
+// beats a variable one (`/offerings/new` before `/offerings/:id`), as in
+// the gateway's own REST routing.
+//
 // Each render gets an AbortSignal that fires when the user navigates away:
 // pages pass it to their calls, so a page left behind stops its work.
 import { h, replace } from "./dom";
@@ -10,6 +14,8 @@ import { getSession } from "./session";
 export interface PageContext {
   /** The query part of the hash (`#/login?email=a@b.c`). */
   query: URLSearchParams;
+  /** The path's variables (`{ id: "..." }` for `/offerings/:id`), decoded. */
+  params: Record<string, string>;
   /** Aborted when this page is left. */
   signal: AbortSignal;
   /** Goes to another page, e.g. navigate("/profile"). */
@@ -20,7 +26,7 @@ export interface PageContext {
 export type Render = (ctx: PageContext) => Node | Promise<Node>;
 
 export interface Route {
-  /** The hash path, e.g. "/profile". */
+  /** The hash path, e.g. "/profile"; `:name` segments are variables. */
   path: string;
   /** Shown in the nav bar and the document title. */
   title: string;
@@ -29,6 +35,9 @@ export interface Route {
   access: "public" | "signed-in";
   /** Listed in the nav bar (for a signed-in user when access is "signed-in"). */
   nav?: boolean;
+  /** Listed in the nav bar only for these roles (the token's `role` claim);
+   * the server still decides what each role may do. */
+  roles?: string[];
 }
 
 export interface Router {
@@ -54,6 +63,31 @@ export function parseHash(hash: string): { path: string; query: URLSearchParams 
   };
 }
 
+/** The route for `path` and its variables: a literal route first, then the
+ * first variable route whose segments match. */
+export function matchRoute(routes: Route[], path: string): { route: Route; params: Record<string, string> } | undefined {
+  const literal = routes.find((r) => !r.path.includes("/:") && r.path === path);
+  if (literal) return { route: literal, params: {} };
+  const segments = path.split("/");
+  for (const route of routes) {
+    const pattern = route.path.split("/");
+    if (!route.path.includes("/:") || pattern.length !== segments.length) continue;
+    const params: Record<string, string> = {};
+    const matches = pattern.every((part, i) => {
+      if (!part.startsWith(":")) return part === segments[i];
+      if (!segments[i]) return false;
+      try {
+        params[part.slice(1)] = decodeURIComponent(segments[i]);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    if (matches) return { route, params };
+  }
+  return undefined;
+}
+
 export function createRouter(
   routes: Route[],
   outlet: HTMLElement,
@@ -65,7 +99,8 @@ export function createRouter(
   function render(): void {
     const { path, query } = parseHash(location.hash);
     if (path === "/") return navigate(getSession() ? options.home : options.login);
-    route = routes.find((r) => r.path === path);
+    const match = matchRoute(routes, path);
+    route = match?.route;
     if (route?.access === "signed-in" && !getSession()) return navigate(options.login);
 
     controller?.abort();
@@ -80,7 +115,7 @@ export function createRouter(
     const shown = (node: Node) => {
       if (!signal.aborted) replace(outlet, node);
     };
-    Promise.resolve(route.render({ query, signal, navigate }))
+    Promise.resolve(route.render({ query, params: match?.params ?? {}, signal, navigate }))
       .then(shown)
       .catch((err: unknown) => shown(h("p", { class: "error" }, `This page failed: ${String(err)}`)));
   }

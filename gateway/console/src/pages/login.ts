@@ -1,29 +1,16 @@
 // Login page: trades e-mail and password for a token pair (Login), keeps it
 // in the session and opens the home page (`#/` leads there when signed in).
 import { signIn } from "../api";
-import { field, h, replace } from "../dom";
-import { errorView } from "../errors";
+import { field, h } from "../dom";
+import { formAction } from "../forms";
 import type { PageContext } from "../router";
 
 export function render(ctx: PageContext): Node {
-  const status = h("div", { class: "status", testid: "login-status" });
-  const submit = h("button", { type: "submit", testid: "login-submit" }, "Sign in");
   const email = ctx.query.get("email") ?? "";
-
-  async function onSubmit(event: SubmitEvent): Promise<void> {
-    event.preventDefault();
-    const form = event.currentTarget as HTMLFormElement;
-    submit.disabled = true;
-    replace(status);
-    try {
-      await signIn(field(form, "email").trim(), field(form, "password"));
-      ctx.navigate("/");
-    } catch (err) {
-      replace(status, errorView(err));
-    } finally {
-      submit.disabled = false;
-    }
-  }
+  const { submit, status, onsubmit } = formAction("login", "Sign in", async (form) => {
+    await signIn(field(form, "email").trim(), field(form, "password"));
+    ctx.navigate("/");
+  });
 
   return h(
     "section",
@@ -33,7 +20,7 @@ export function render(ctx: PageContext): Node {
       h("p", { class: "notice", testid: "login-notice" }, `Account created for ${email}. Sign in to continue.`),
     h(
       "form",
-      { novalidate: true, testid: "login-form", onsubmit: onSubmit },
+      { novalidate: true, testid: "login-form", onsubmit },
       h("label", {}, "E-mail", h("input", { name: "email", type: "email", autocomplete: "username", value: email, testid: "login-email" })),
       h("label", {}, "Password", h("input", { name: "password", type: "password", autocomplete: "current-password", testid: "login-password" })),
       submit,
