@@ -15,6 +15,8 @@ use std::{
 
 use safra::mesh::Service;
 
+mod crash;
+
 const SAFRA: &str = env!("CARGO_BIN_EXE_safra");
 /// Generous: a debug build on a busy two-core machine.
 const READY_WITHIN: Duration = Duration::from_secs(120);
