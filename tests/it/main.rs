@@ -9,6 +9,7 @@ mod databases;
 mod gateway;
 mod migrations;
 mod money;
+mod money_properties;
 mod mtls;
 mod runtime;
 mod serving;

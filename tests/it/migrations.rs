@@ -255,3 +255,147 @@ async fn pro_rata_allocation_sums_exactly_with_largest_remainders() {
         .await;
     assert!(zero_stake.is_err(), "a zero total stake is refused");
 }
+
+/// An investment of 100.00 into clearing:investments for offering d1, on
+/// top of FUNDED_WALLET (the investor keeps nothing).
+const INVESTED: &str = "
+    BEGIN;
+    INSERT INTO ledger_transactions (id, kind, owner_id, idempotency_key, offering_id)
+        VALUES ('00000000-0000-0000-0000-0000000000c4', 'investment_debit', '00000000-0000-0000-0000-0000000000b1', 'k4',
+                '00000000-0000-0000-0000-0000000000d1');
+    INSERT INTO ledger_entries (transaction_id, wallet_id, amount_minor, currency_code, balance_after_minor) VALUES
+        ('00000000-0000-0000-0000-0000000000c4', '00000000-0000-0000-0000-0000000000a1', -10000, 'BRL', 0),
+        ('00000000-0000-0000-0000-0000000000c4',
+         (SELECT id FROM wallets WHERE system_account = 'clearing:investments'), 10000, 'BRL', NULL);
+    COMMIT;";
+
+/// A payout of `amount` from clearing:investments for `offering` to the
+/// producer wallet a2 (whose balance is `before`).
+fn payout(id: &str, offering: &str, amount: i64, before: i64) -> String {
+    format!(
+        "BEGIN;
+         INSERT INTO ledger_transactions (id, kind, owner_id, idempotency_key, offering_id)
+             VALUES ('{id}', 'funding_payout', '00000000-0000-0000-0000-0000000000b2', '{id}', '{offering}');
+         INSERT INTO ledger_entries (transaction_id, wallet_id, amount_minor, currency_code, balance_after_minor) VALUES
+             ('{id}', '00000000-0000-0000-0000-0000000000a2', {amount}, 'BRL', {after}),
+             ('{id}', (SELECT id FROM wallets WHERE system_account = 'clearing:investments'), -{amount}, 'BRL', NULL);
+         COMMIT;",
+        after = before + amount
+    )
+}
+
+#[tokio::test]
+async fn clearing_accounts_pay_out_no_more_than_came_in_per_offering() {
+    let database = TestDatabase::migrated("wallet", &safra_wallet::MIGRATIONS)
+        .await
+        .expect("a wallet database");
+    let mut conn = db::connect_once(database.url().expose())
+        .await
+        .expect("connect");
+    conn.batch_execute(FUNDED_WALLET).await.expect("funded");
+    conn.batch_execute(INVESTED).await.expect("invested");
+    conn.batch_execute(
+        "INSERT INTO wallets (id, owner_id, currency_code)
+             VALUES ('00000000-0000-0000-0000-0000000000a2', '00000000-0000-0000-0000-0000000000b2', 'BRL');",
+    )
+    .await
+    .expect("the producer's wallet");
+
+    // Another offering's money is not this one's.
+    let refused = refusal(
+        &mut conn,
+        &payout(
+            "00000000-0000-0000-0000-0000000000e1",
+            "00000000-0000-0000-0000-0000000000d2",
+            1,
+            0,
+        ),
+    )
+    .await;
+    assert!(refused.contains("more paid out than came in"), "{refused}");
+    let refused = refusal(
+        &mut conn,
+        &payout(
+            "00000000-0000-0000-0000-0000000000e2",
+            "00000000-0000-0000-0000-0000000000d1",
+            10_001,
+            0,
+        ),
+    )
+    .await;
+    assert!(refused.contains("more paid out than came in"), "{refused}");
+    conn.batch_execute(&payout(
+        "00000000-0000-0000-0000-0000000000e3",
+        "00000000-0000-0000-0000-0000000000d1",
+        10_000,
+        0,
+    ))
+    .await
+    .expect("exactly what came in may go out");
+    let refused = refusal(
+        &mut conn,
+        &payout(
+            "00000000-0000-0000-0000-0000000000e4",
+            "00000000-0000-0000-0000-0000000000d1",
+            1,
+            10_000,
+        ),
+    )
+    .await;
+    assert!(refused.contains("more paid out than came in"), "{refused}");
+
+    // The balance an entry records must be the one it leaves.
+    let wrong_after = "
+        BEGIN;
+        INSERT INTO ledger_transactions (id, kind, owner_id, idempotency_key)
+            VALUES ('00000000-0000-0000-0000-0000000000c5', 'deposit', '00000000-0000-0000-0000-0000000000b1', 'k5');
+        INSERT INTO ledger_entries (transaction_id, wallet_id, amount_minor, currency_code, balance_after_minor) VALUES
+            ('00000000-0000-0000-0000-0000000000c5', '00000000-0000-0000-0000-0000000000a1', 500, 'BRL', 499),
+            ('00000000-0000-0000-0000-0000000000c5',
+             (SELECT id FROM wallets WHERE system_account = 'external:deposits'), -500, 'BRL', NULL);
+        COMMIT;";
+    let refused = refusal(&mut conn, wrong_after).await;
+    assert!(refused.contains("not the balance it leaves"), "{refused}");
+    // A movement other than a deposit names its offering.
+    let no_offering = "
+        INSERT INTO ledger_transactions (id, kind, owner_id, idempotency_key)
+            VALUES ('00000000-0000-0000-0000-0000000000c6', 'investment_debit', '00000000-0000-0000-0000-0000000000b1', 'k6');";
+    let refused = refusal(&mut conn, no_offering).await;
+    assert!(
+        refused.contains("ledger_transactions_offering_present"),
+        "{refused}"
+    );
+    let balance = "SELECT balance_minor AS amount FROM wallets WHERE owner_id = '00000000-0000-0000-0000-0000000000b2'";
+    assert_eq!(single_amount(&mut conn, balance).await, 10_000);
+}
+
+#[tokio::test]
+async fn an_offering_is_never_oversubscribed_in_the_database() {
+    let database = TestDatabase::migrated("marketplace", &safra_marketplace::MIGRATIONS)
+        .await
+        .expect("a marketplace database");
+    let mut conn = db::connect_once(database.url().expose())
+        .await
+        .expect("connect");
+    conn.batch_execute(
+        "INSERT INTO offerings (id, producer_id, commodity, quantity, unit, face_value_minor, currency_code,
+                                annual_rate_bps, maturity_date, funding_deadline)
+             VALUES ('00000000-0000-0000-0000-0000000000f1', '00000000-0000-0000-0000-0000000000b1', 'corn', 10, 't',
+                     1000, 'BRL', 100, '2030-01-01', now() + interval '1 day');
+         UPDATE offerings SET raised_minor = 600, reserved_minor = 400;",
+    )
+    .await
+    .expect("fully subscribed");
+    for statement in [
+        "UPDATE offerings SET reserved_minor = 401",
+        "UPDATE offerings SET raised_minor = 601",
+        "UPDATE offerings SET reserved_minor = -1",
+        "UPDATE offerings SET status = 'cancelled'",
+    ] {
+        let refused = refusal(&mut conn, statement).await;
+        assert!(
+            refused.contains("violates check constraint"),
+            "'{statement}': {refused}"
+        );
+    }
+}
