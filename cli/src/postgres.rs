@@ -4,7 +4,10 @@
 //!
 //! PostgreSQL refuses to run as root, and these machines run as root: the
 //! cluster then belongs to the `postgres` user and every command runs through
-//! `runuser -u postgres`.
+//! `runuser -u postgres`. That user cannot enter a private home such as
+//! `/root` or a `mktemp -d` folder, so there the cluster's files live in
+//! [`RELOCATED_CLUSTERS`] (one folder per `SAFRA_HOME`, named by a hash of
+//! its path) and `$SAFRA_HOME/pg` is a link to them.
 
 use std::{
     fs,
@@ -13,7 +16,11 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
 use tokio::process::Command;
+
+/// Where clusters go when the postgres user cannot reach `$SAFRA_HOME`.
+pub const RELOCATED_CLUSTERS: &str = "/var/lib/safra/clusters";
 
 /// A cluster `safra up` uses, and whether this run started it.
 #[derive(Debug)]
@@ -29,9 +36,8 @@ impl PrivateCluster {
     /// `port` unless it already runs.
     pub async fn ensure(root: &Path, port: u16) -> anyhow::Result<Self> {
         let bin_dir = server_bin_dir()?;
+        let root = &reachable_root(root)?;
         let data_dir = root.join("data");
-        fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
-        hand_to_postgres_user(root)?;
         let mut cluster = Self {
             bin_dir,
             data_dir,
@@ -150,6 +156,62 @@ fn running_as_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
+}
+
+/// The folder the cluster's files live in: `root` itself, or (as root,
+/// when the postgres user cannot enter it) a folder of its own under
+/// [`RELOCATED_CLUSTERS`] that `root` then links to. Created and handed to
+/// the postgres user either way.
+fn reachable_root(root: &Path) -> anyhow::Result<PathBuf> {
+    if let Ok(target) = fs::read_link(root) {
+        // Relocated by an earlier run.
+        return Ok(target);
+    }
+    fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    if !running_as_root() {
+        return Ok(root.to_path_buf());
+    }
+    hand_to_postgres_user(root)?;
+    if postgres_can_write(root) {
+        return Ok(root.to_path_buf());
+    }
+    let canonical = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let digest = Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    let name: String = digest
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let relocated = Path::new(RELOCATED_CLUSTERS).join(name);
+    let unreachable = || {
+        format!(
+            "the postgres user cannot enter {} (PostgreSQL does not run as root) nor use {}: set SAFRA_HOME to a folder it can enter, or DATABASE_URL to a running server",
+            root.display(),
+            relocated.display()
+        )
+    };
+    fs::create_dir_all(&relocated).with_context(unreachable)?;
+    hand_to_postgres_user(&relocated)?;
+    if !postgres_can_write(&relocated) {
+        bail!(unreachable());
+    }
+    // Only an empty folder (made just now) gives way to the link.
+    fs::remove_dir(root).with_context(unreachable)?;
+    std::os::unix::fs::symlink(&relocated, root).with_context(unreachable)?;
+    Ok(relocated)
+}
+
+/// Whether the postgres user can create files in `dir` (every folder above
+/// it must let that user through).
+fn postgres_can_write(dir: &Path) -> bool {
+    std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--", "test", "-w"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// As root, the cluster's folder must belong to `postgres`.

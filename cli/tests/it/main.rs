@@ -534,10 +534,11 @@ fn serve_names_a_bad_variable_in_one_line() {
 
 #[test]
 fn up_without_database_url_runs_a_private_cluster_kept_between_runs() {
+    // A private folder (mode 0700, as mktemp makes it): as root, the
+    // postgres user cannot enter it, and up must cope.
     let home = tempfile::tempdir().expect("home");
-    // PostgreSQL runs as the postgres user when we are root: let it in.
     Command::new("chmod")
-        .arg("755")
+        .arg("700")
         .arg(home.path())
         .status()
         .expect("chmod");
@@ -564,5 +565,20 @@ fn up_without_database_url_runs_a_private_cluster_kept_between_runs() {
             ),
             "run {run}: the private cluster it started is stopped"
         );
+    }
+    // As root, postgres could not enter the home: the cluster went where it
+    // can, behind a link.
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0");
+    let relocated = std::fs::read_link(home.path().join("pg"));
+    assert_eq!(
+        relocated.is_ok(),
+        root,
+        "relocated exactly when run as root"
+    );
+    if let Ok(relocated) = relocated {
+        std::fs::remove_dir_all(relocated).expect("the relocated cluster is removed");
     }
 }
