@@ -12,6 +12,12 @@ fn main() {
         .and_then(|output| String::from_utf8(output.stdout).ok())
         .map_or_else(|| "unknown".to_owned(), |text| text.trim().to_owned());
     println!("cargo:rustc-env=SAFRA_GIT_REVISION={revision}");
-    println!("cargo:rerun-if-changed=../.git/HEAD");
-    println!("cargo:rerun-if-changed=../.git/refs/heads");
+    // A path that does not exist would make cargo rerun this on every
+    // build (a checkout without .git, refs packed away): name only those
+    // that exist.
+    for path in ["../.git/HEAD", "../.git/refs/heads", "../.git/packed-refs"] {
+        if std::path::Path::new(path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
 }

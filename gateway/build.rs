@@ -5,8 +5,16 @@
 use std::{env, error::Error, fs, path::Path};
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let dist = Path::new(&env::var("CARGO_MANIFEST_DIR")?).join("console/dist");
-    println!("cargo:rerun-if-changed={}", dist.display());
+    let console = Path::new(&env::var("CARGO_MANIFEST_DIR")?).join("console");
+    let dist = console.join("dist");
+    // Cargo reruns a script on every build when a path it names does not
+    // exist: name the dist folder only when it is there, and otherwise the
+    // console folder (which always is), so that its first build is noticed.
+    if dist.is_dir() {
+        println!("cargo:rerun-if-changed={}", dist.display());
+    } else {
+        println!("cargo:rerun-if-changed={}", console.display());
+    }
     let mut entries = String::from("&[\n");
     if dist.is_dir() {
         let mut files: Vec<_> = fs::read_dir(&dist)?

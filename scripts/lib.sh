@@ -117,6 +117,18 @@ ensure_python_tools() {
   fi
 }
 
+# Runs a cargo build command that must find nothing left to do: a second
+# build of an unchanged tree recompiling anything means a build script
+# names a path that does not exist (cargo then reruns it every time).
+assert_fresh_build() {
+  local output
+  output=$("$@" 2>&1) || { echo "$output" >&2; return 1; }
+  if grep -E '^\s+Compiling ' <<<"$output" >&2; then
+    echo "an unchanged tree was rebuilt (the crates above): see their build.rs rerun-if-changed paths" >&2
+    return 1
+  fi
+}
+
 # Prints how long the previous phase took, then names the next.
 PHASE_NAME=""
 PHASE_START=$(date +%s)

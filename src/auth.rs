@@ -32,8 +32,10 @@ use crate::r#type::v1::ErrorReason;
 
 /// The audience of every token in the mesh.
 pub const AUDIENCE: &str = "safra";
-/// The issuer unless `SAFRA_JWT_ISSUER` says otherwise.
-pub const DEFAULT_ISSUER: &str = "safra-accounts";
+/// The issuer unless `SAFRA_JWT_ISSUER` says otherwise (a configuration
+/// default, so configuration owns it and this module depends on it, not
+/// the other way round).
+pub use crate::config::DEFAULT_ISSUER;
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY: Duration = Duration::from_secs(30);
 /// The least time between two JWKS fetches caused by unknown kids.
@@ -479,55 +481,5 @@ impl AuthenticatedUser {
     #[must_use]
     pub fn of<T>(request: &tonic::Request<T>) -> Option<&AuthenticatedUser> {
         request.extensions().get::<AuthenticatedUser>()
-    }
-}
-
-/// The key set as the accounts service publishes it (GetJwks), fetched over
-/// a mesh channel: what every other service verifies tokens with.
-#[cfg(feature = "client")]
-#[derive(Debug, Clone)]
-pub struct AccountsJwks {
-    channel: crate::client::MeshChannel,
-}
-
-#[cfg(feature = "client")]
-impl AccountsJwks {
-    /// How long one fetch may take.
-    pub const TIMEOUT: Duration = Duration::from_secs(5);
-
-    /// Fetches through `channel`, a mesh channel to accounts.
-    #[must_use]
-    pub fn new(channel: crate::client::MeshChannel) -> Self {
-        Self { channel }
-    }
-}
-
-#[cfg(feature = "client")]
-impl KeySource for AccountsJwks {
-    fn fetch(&self) -> KeysFuture<'_> {
-        use crate::accounts::v1::{GetJwksRequest, accounts_service_client::AccountsServiceClient};
-
-        let mut client = AccountsServiceClient::new(self.channel.clone());
-        Box::pin(async move {
-            let mut request = tonic::Request::new(GetJwksRequest {});
-            request.set_timeout(Self::TIMEOUT);
-            let set = client
-                .get_jwks(request)
-                .await
-                .map_err(|status| {
-                    AuthError::KeysUnavailable(format!("{:?}: {}", status.code(), status.message()))
-                })?
-                .into_inner();
-            Ok(set
-                .keys
-                .into_iter()
-                .filter(|key| key.kty == "OKP" && key.crv == "Ed25519")
-                .filter(|key| key.alg.is_empty() || key.alg == "EdDSA")
-                .map(|key| PublicKey {
-                    kid: key.kid,
-                    x: key.x,
-                })
-                .collect())
-        })
     }
 }

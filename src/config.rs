@@ -14,6 +14,9 @@ use crate::{
     tls::TlsPaths,
 };
 
+/// The `iss` of access tokens unless `SAFRA_JWT_ISSUER` says otherwise.
+pub const DEFAULT_ISSUER: &str = "safra-accounts";
+
 /// Where configuration values come from.
 pub trait Source {
     /// The raw value of `name`, if set.
@@ -380,7 +383,7 @@ impl ServiceConfig {
             database: DatabaseConfig::read(reader)?,
             tls: tls_paths(reader, service.name())?,
             accounts_url: endpoint(reader, "SAFRA_ACCOUNTS_URL", Service::Accounts)?,
-            jwt_issuer: reader.string_or("SAFRA_JWT_ISSUER", crate::auth::DEFAULT_ISSUER)?,
+            jwt_issuer: reader.string_or("SAFRA_JWT_ISSUER", DEFAULT_ISSUER)?,
             log: LogConfig::read(reader)?,
         })
     }
@@ -454,7 +457,7 @@ impl GatewayConfig {
             upstreams,
             tls: tls_paths(reader, "gateway")?,
             log: LogConfig::read(reader)?,
-            jwt_issuer: reader.string_or("SAFRA_JWT_ISSUER", crate::auth::DEFAULT_ISSUER)?,
+            jwt_issuer: reader.string_or("SAFRA_JWT_ISSUER", DEFAULT_ISSUER)?,
             cors_origins: origins(reader)?,
             rate_limit_rps: reader.parse_or("SAFRA_RATE_LIMIT_RPS", 200_u32, "a whole number")?,
         })

@@ -7,7 +7,8 @@ use anyhow::Context;
 use safra::{
     accounts::v1::accounts_service_server::AccountsServiceServer,
     admin::{Check, CheckFuture},
-    auth::{AccountsJwks, TokenVerifier},
+    auth::TokenVerifier,
+    client::AccountsJwks,
     client::retry::{Retrier, RetryPolicy},
     config::{Environment, GatewayConfig, Reader, ServiceConfig, peer_endpoint},
     db::Database,

@@ -41,7 +41,8 @@ use axum::{
 use http::{HeaderValue, header};
 use prost_reflect::DescriptorPool;
 use safra::{
-    auth::{AccountsJwks, TokenVerifier},
+    auth::TokenVerifier,
+    client::AccountsJwks,
     client::{MeshChannel, mesh_channel},
     config::GatewayConfig,
     gate::Gate,

@@ -11,6 +11,7 @@
 //! budget.
 
 mod context;
+mod jwks;
 pub mod retry;
 
 use std::{
@@ -37,6 +38,7 @@ use tonic::{
 use tower::ServiceExt;
 
 pub use self::context::{CallContext, DEADLINE_MARGIN, parse_grpc_timeout};
+pub use self::jwks::AccountsJwks;
 use crate::{
     coalesce::Coalesced,
     tls::{MeshTls, TlsError},

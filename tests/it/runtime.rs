@@ -21,9 +21,8 @@ use safra::{
         accounts_service_client::AccountsServiceClient,
         accounts_service_server::{AccountsService, AccountsServiceServer},
     },
-    auth::{
-        AccountsJwks, AuthenticatedUser, DEFAULT_ISSUER, SigningKey, TokenSigner, TokenVerifier,
-    },
+    auth::{AuthenticatedUser, DEFAULT_ISSUER, SigningKey, TokenSigner, TokenVerifier},
+    client::AccountsJwks,
     mesh::Service,
     server::{Limits, MeshServer},
     status,

@@ -126,6 +126,120 @@ fn only_the_store_touches_the_database_in_a_service() {
     );
 }
 
+#[test]
+fn inside_a_service_api_uses_store_and_domain_and_store_uses_only_domain() {
+    // Which modules of its own crate each file may name: api.rs may use
+    // both others; store.rs only the domain (its error enum included);
+    // domain.rs neither.
+    let forbidden: [(&str, &[&str]); 2] = [
+        ("store.rs", &["crate::api", "api::"]),
+        (
+            "domain.rs",
+            &["crate::api", "crate::store", "api::", "store::"],
+        ),
+    ];
+    let mut offenders = Vec::new();
+    for path in rust_files()
+        .into_iter()
+        .filter(|path| relative(path).starts_with("services/") && relative(path).contains("/src/"))
+    {
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("");
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        for (file, names) in forbidden {
+            if name == file {
+                for used in names.iter().filter(|used| {
+                    text.lines()
+                        .filter(|line| !line.trim_start().starts_with("//"))
+                        .any(|line| line.contains(**used))
+                }) {
+                    offenders.push(format!("{} names {used}", relative(&path)));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "import circles in services: {offenders:?}"
+    );
+}
+
+/// The `safra` library's modules each top-level module names (through
+/// `crate::<module>` paths and `use crate::{...}` lists).
+fn library_module_uses() -> BTreeMap<String, BTreeSet<String>> {
+    let src = repository_root().join("src");
+    let mut files = Vec::new();
+    collect(&src, &mut files);
+    let mut uses: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let named = regex::Regex::new(r"crate::([a-z_]+)").expect("regex");
+    let listed = regex::Regex::new(r"(?s)use crate::\{(.*?)\};").expect("regex");
+    let item = regex::Regex::new(r"(?:^|[,{\s])([a-z_]+)(?:::|\s*[,}]|\s*$)").expect("regex");
+    for file in files {
+        let inside = file.strip_prefix(&src).unwrap_or(&file);
+        let Some(top) = inside
+            .components()
+            .next()
+            .and_then(|part| part.as_os_str().to_str())
+            .map(|part| part.trim_end_matches(".rs").to_owned())
+        else {
+            continue;
+        };
+        if top == "lib" {
+            continue;
+        }
+        let text = fs::read_to_string(&file).unwrap_or_default();
+        let mut names: BTreeSet<String> = named
+            .captures_iter(&text)
+            .map(|capture| capture[1].to_owned())
+            .collect();
+        for block in listed.captures_iter(&text) {
+            names.extend(
+                item.captures_iter(&block[1])
+                    .map(|capture| capture[1].to_owned()),
+            );
+        }
+        names.remove(&top);
+        uses.entry(top).or_default().extend(names);
+    }
+    let modules: BTreeSet<String> = uses.keys().cloned().collect();
+    for names in uses.values_mut() {
+        names.retain(|name| modules.contains(name));
+    }
+    uses
+}
+
+#[test]
+fn the_librarys_modules_form_no_import_circle() {
+    let uses = library_module_uses();
+    let mut circles = Vec::new();
+    for start in uses.keys() {
+        // Depth-first from each module, back to itself.
+        let mut stack = vec![(start.clone(), vec![start.clone()])];
+        while let Some((module, path)) = stack.pop() {
+            for next in uses.get(&module).into_iter().flatten() {
+                if next == start {
+                    circles.push(format!("{} -> {start}", path.join(" -> ")));
+                } else if !path.contains(next) && next > start {
+                    let mut longer = path.clone();
+                    longer.push(next.clone());
+                    stack.push((next.clone(), longer));
+                }
+            }
+        }
+    }
+    assert!(
+        circles.is_empty(),
+        "import circles in the safra library: {circles:?}"
+    );
+    assert!(
+        uses.get("client")
+            .is_some_and(|names| names.contains("auth")),
+        "the check reads the modules' uses: {uses:?}"
+    );
+}
+
 #[derive(serde::Deserialize)]
 struct Manifest {
     package: Option<ManifestPackage>,

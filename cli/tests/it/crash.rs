@@ -23,7 +23,8 @@ use safra::{
         LoginRequest, RegisterRequest, Role, accounts_service_client::AccountsServiceClient,
         accounts_service_server::AccountsServiceServer,
     },
-    auth::{AccountsJwks, DEFAULT_ISSUER, TokenVerifier},
+    auth::{DEFAULT_ISSUER, TokenVerifier},
+    client::AccountsJwks,
     client::{
         MeshChannel,
         retry::{Retrier, RetryPolicy},

@@ -17,7 +17,7 @@ use safra::{
         User, accounts_service_server::AccountsService,
     },
     auth::{AuthenticatedUser, KeySource, KeysFuture, PublicKey, SigningKey, TokenSigner},
-    db::{Database, DbError},
+    db::Database,
     status::{self, Violation},
     tls::PeerInfo,
     r#type::v1::{ErrorReason, PageToken},
@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
+pub use crate::domain::AccountsError;
 use crate::{
     domain::{
         DisplayName, DomainError, Email, HashingPool, KeyEncryption, Password, Role, SealedKey,
@@ -61,62 +62,6 @@ impl Default for TokenSettings {
             issuer: safra::auth::DEFAULT_ISSUER.to_owned(),
             access_lifetime: Duration::from_secs(15 * 60),
             refresh_lifetime: Duration::from_secs(30 * 24 * 60 * 60),
-        }
-    }
-}
-
-/// Everything that can go wrong in an accounts call, each mapped to one
-/// gRPC status in [`From<AccountsError> for Status`].
-#[derive(Debug, thiserror::Error)]
-pub enum AccountsError {
-    /// A value broke a domain rule.
-    #[error("{field}: {source}")]
-    Invalid {
-        /// The request field.
-        field: &'static str,
-        /// The rule.
-        source: DomainError,
-    },
-    /// The e-mail is registered already.
-    #[error("the e-mail is already registered")]
-    EmailTaken,
-    /// Unknown e-mail or wrong password: one answer for both.
-    #[error("the e-mail or the password is wrong")]
-    InvalidCredentials,
-    /// Unknown, expired or revoked refresh token.
-    #[error("the refresh token is not valid")]
-    RefreshInvalid,
-    /// A used refresh token came back: its family is revoked.
-    #[error("the refresh token was used before; every session of this login is revoked")]
-    RefreshReused,
-    /// No such user.
-    #[error("no such user")]
-    UserNotFound,
-    /// Another user's record.
-    #[error("only the user or an admin may read this user")]
-    NotOwner,
-    /// Only admins make admins.
-    #[error("only an admin may register an admin")]
-    RoleNotAssignable,
-    /// Too many failed logins for this account or address.
-    #[error("too many failed sign-ins; try again later")]
-    Throttled(Duration),
-    /// A page token this service did not make.
-    #[error("the page token is not valid")]
-    PageToken,
-    /// The database failed.
-    #[error(transparent)]
-    Database(#[from] DbError),
-    /// Anything else: logged, never sent.
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl From<StoreError> for AccountsError {
-    fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::EmailTaken => AccountsError::EmailTaken,
-            StoreError::Database(error) => error.into(),
         }
     }
 }

@@ -23,6 +23,53 @@ pub const MAX_PASSWORD_CHARS: usize = 128;
 /// The shortest password accepted at registration.
 pub const MIN_PASSWORD_CHARS: usize = 12;
 
+/// Everything that can go wrong in an accounts call, each mapped to one
+/// gRPC status in `api.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    /// A value broke a domain rule.
+    #[error("{field}: {source}")]
+    Invalid {
+        /// The request field.
+        field: &'static str,
+        /// The rule.
+        source: DomainError,
+    },
+    /// The e-mail is registered already.
+    #[error("the e-mail is already registered")]
+    EmailTaken,
+    /// Unknown e-mail or wrong password: one answer for both.
+    #[error("the e-mail or the password is wrong")]
+    InvalidCredentials,
+    /// Unknown, expired or revoked refresh token.
+    #[error("the refresh token is not valid")]
+    RefreshInvalid,
+    /// A used refresh token came back: its family is revoked.
+    #[error("the refresh token was used before; every session of this login is revoked")]
+    RefreshReused,
+    /// No such user.
+    #[error("no such user")]
+    UserNotFound,
+    /// Another user's record.
+    #[error("only the user or an admin may read this user")]
+    NotOwner,
+    /// Only admins make admins.
+    #[error("only an admin may register an admin")]
+    RoleNotAssignable,
+    /// Too many failed logins for this account or address.
+    #[error("too many failed sign-ins; try again later")]
+    Throttled(std::time::Duration),
+    /// A page token this service did not make.
+    #[error("the page token is not valid")]
+    PageToken,
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] safra::db::DbError),
+    /// Anything else: logged, never sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
 /// A rule broken by a value from outside.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {

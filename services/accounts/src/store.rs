@@ -9,7 +9,10 @@ use diesel::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::schema::{login_throttles, refresh_tokens, signing_keys, users};
+use crate::{
+    domain::AccountsError,
+    schema::{login_throttles, refresh_tokens, signing_keys, users},
+};
 
 /// A stored user.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -61,9 +64,18 @@ pub enum StoreError {
 
 /// Database failures reach the service's error as `DbError`, so that only
 /// this file names diesel.
-impl From<DieselError> for crate::api::AccountsError {
+impl From<DieselError> for AccountsError {
     fn from(error: DieselError) -> Self {
-        crate::api::AccountsError::Database(safra::db::DbError::Query(error))
+        AccountsError::Database(safra::db::DbError::Query(error))
+    }
+}
+
+impl From<StoreError> for AccountsError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::EmailTaken => AccountsError::EmailTaken,
+            StoreError::Database(error) => error.into(),
+        }
     }
 }
 
