@@ -112,6 +112,23 @@ pub fn invalid_argument(violations: &[Violation]) -> Status {
     )
 }
 
+/// FAILED_PRECONDITION: a rule of the data refuses the request, with the
+/// reason's metadata.
+#[must_use]
+pub fn failed_precondition(
+    reason: ErrorReason,
+    message: impl Into<String>,
+    metadata: &[(&str, String)],
+) -> Status {
+    with_metadata(
+        Code::FailedPrecondition,
+        reason,
+        message,
+        metadata,
+        Vec::new(),
+    )
+}
+
 /// UNAUTHENTICATED: no token, or one that does not verify.
 #[must_use]
 pub fn unauthenticated(reason: ErrorReason, message: impl Into<String>) -> Status {

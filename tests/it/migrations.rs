@@ -301,48 +301,32 @@ async fn clearing_accounts_pay_out_no_more_than_came_in_per_offering() {
     .await
     .expect("the producer's wallet");
 
-    // Another offering's money is not this one's.
-    let refused = refusal(
-        &mut conn,
-        &payout(
-            "00000000-0000-0000-0000-0000000000e1",
-            "00000000-0000-0000-0000-0000000000d2",
-            1,
-            0,
-        ),
-    )
-    .await;
-    assert!(refused.contains("more paid out than came in"), "{refused}");
-    let refused = refusal(
-        &mut conn,
-        &payout(
-            "00000000-0000-0000-0000-0000000000e2",
-            "00000000-0000-0000-0000-0000000000d1",
-            10_001,
-            0,
-        ),
-    )
-    .await;
-    assert!(refused.contains("more paid out than came in"), "{refused}");
-    conn.batch_execute(&payout(
-        "00000000-0000-0000-0000-0000000000e3",
-        "00000000-0000-0000-0000-0000000000d1",
-        10_000,
-        0,
-    ))
-    .await
-    .expect("exactly what came in may go out");
-    let refused = refusal(
-        &mut conn,
-        &payout(
-            "00000000-0000-0000-0000-0000000000e4",
-            "00000000-0000-0000-0000-0000000000d1",
-            1,
-            10_000,
-        ),
-    )
-    .await;
-    assert!(refused.contains("more paid out than came in"), "{refused}");
+    let d1 = "00000000-0000-0000-0000-0000000000d1";
+    // (transaction, offering, amount, producer's balance before, allowed)
+    for (id, offering, amount, before, allowed) in [
+        // Another offering's money is not this one's.
+        ("e1", "00000000-0000-0000-0000-0000000000d2", 1, 0, false),
+        ("e2", d1, 10_001, 0, false),
+        // Exactly what came in may go out, and then nothing more.
+        ("e3", d1, 10_000, 0, true),
+        ("e4", d1, 1, 10_000, false),
+    ] {
+        let statement = payout(
+            &format!("00000000-0000-0000-0000-0000000000{id}"),
+            offering,
+            amount,
+            before,
+        );
+        if allowed {
+            conn.batch_execute(&statement).await.expect(id);
+        } else {
+            let refused = refusal(&mut conn, &statement).await;
+            assert!(
+                refused.contains("more paid out than came in"),
+                "{id}: {refused}"
+            );
+        }
+    }
 
     // The balance an entry records must be the one it leaves.
     let wrong_after = "

@@ -1031,42 +1031,65 @@ async fn installments_are_paid_once_by_their_producer_only() {
         payment.id,
         "same payment"
     );
-    let twice = pay(&producer, &offer.id, 1, "p1-again")
-        .await
-        .expect_err("twice");
-    assert_eq!(
-        (twice.code(), reason(&twice).as_str()),
-        (Code::AlreadyExists, "INSTALLMENT_ALREADY_PAID")
-    );
-    let foreign = pay(&stranger, &offer.id, 2, "s")
-        .await
-        .expect_err("not theirs");
-    assert_eq!(
-        (foreign.code(), reason(&foreign).as_str()),
-        (Code::PermissionDenied, "RESOURCE_NOT_OWNED")
-    );
-    let unknown = pay(&producer, &offer.id, 3, "p3")
-        .await
-        .expect_err("no such");
-    assert_eq!(
-        (unknown.code(), reason(&unknown).as_str()),
-        (Code::NotFound, "INSTALLMENT_NOT_FOUND")
-    );
-    let open = pay(&producer, &open_offer.id, 1, "o1")
-        .await
-        .expect_err("open");
-    assert_eq!(
-        (open.code(), reason(&open).as_str()),
-        (Code::FailedPrecondition, "OFFERING_NOT_FUNDED")
-    );
-    let missing = pay(&producer, &Uuid::new_v4().to_string(), 1, "m1")
-        .await
-        .expect_err("missing");
-    assert_eq!(reason(&missing), "OFFERING_NOT_FOUND");
-    let short = pay(&producer, &offer.id, 2, "p2")
-        .await
-        .expect_err("45,000 < 55,000");
-    assert_eq!(reason(&short), "INSUFFICIENT_FUNDS");
+    let missing = Uuid::new_v4().to_string();
+    for (payer, offering, number, key, code, why) in [
+        (
+            &producer,
+            &offer.id,
+            1,
+            "p1-again",
+            Code::AlreadyExists,
+            "INSTALLMENT_ALREADY_PAID",
+        ),
+        (
+            &stranger,
+            &offer.id,
+            2,
+            "s",
+            Code::PermissionDenied,
+            "RESOURCE_NOT_OWNED",
+        ),
+        (
+            &producer,
+            &offer.id,
+            3,
+            "p3",
+            Code::NotFound,
+            "INSTALLMENT_NOT_FOUND",
+        ),
+        (
+            &producer,
+            &open_offer.id,
+            1,
+            "o1",
+            Code::FailedPrecondition,
+            "OFFERING_NOT_FUNDED",
+        ),
+        (
+            &producer,
+            &missing,
+            1,
+            "m1",
+            Code::NotFound,
+            "OFFERING_NOT_FOUND",
+        ),
+        // 45,000 left, 55,000 due.
+        (
+            &producer,
+            &offer.id,
+            2,
+            "p2",
+            Code::FailedPrecondition,
+            "INSUFFICIENT_FUNDS",
+        ),
+    ] {
+        let refused = pay(payer, offering, number, key).await.expect_err(why);
+        assert_eq!(
+            (refused.code(), reason(&refused).as_str()),
+            (code, why),
+            "{key}"
+        );
+    }
     let events = count(
         &mesh.wallet_db.url(),
         "SELECT count(*)::bigint AS total FROM outbox WHERE event_type = 'safra.events.v1.PaymentConfirmed'",

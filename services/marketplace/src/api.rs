@@ -61,13 +61,7 @@ impl From<MarketError> for Status {
     fn from(error: MarketError) -> Self {
         let message = error.to_string();
         let failed = |reason, metadata: &[(&str, String)]| {
-            status::with_metadata(
-                Code::FailedPrecondition,
-                reason,
-                message.clone(),
-                metadata,
-                Vec::new(),
-            )
+            status::failed_precondition(reason, message.clone(), metadata)
         };
         match error {
             MarketError::Invalid(problems) => status::invalid_argument(

@@ -44,13 +44,7 @@ impl From<WalletError> for Status {
     fn from(error: WalletError) -> Self {
         let message = error.to_string();
         let failed = |reason, metadata: &[(&str, String)]| {
-            status::with_metadata(
-                Code::FailedPrecondition,
-                reason,
-                message.clone(),
-                metadata,
-                Vec::new(),
-            )
+            status::failed_precondition(reason, message.clone(), metadata)
         };
         match error {
             WalletError::InvalidAmount { field, source } => {
@@ -336,6 +330,35 @@ fn internal_movement(
     })
 }
 
+/// The movement a Debit or Credit request asks for (the two messages carry
+/// the same fields), limited to the kinds the method makes.
+macro_rules! movement_of {
+    ($body:expr, $allowed:expr) => {
+        internal_movement(
+            &$body.owner_id,
+            $body.amount.as_ref(),
+            $body.kind(),
+            $allowed,
+            &$body.offering_id,
+            &$body.reference_id,
+            $body.idempotency_key,
+        )
+    };
+}
+
+impl Wallets {
+    /// Records a movement asked for by another service.
+    async fn record_internal(
+        &self,
+        movement: Result<Movement, Status>,
+    ) -> Result<Transaction, Status> {
+        let movement = movement?;
+        let mut conn = self.db.connection().await.map_err(WalletError::from)?;
+        let (_, row) = store::record(&mut conn, &movement).await?;
+        Ok(transaction_message(&row))
+    }
+}
+
 #[tonic::async_trait]
 impl WalletService for Wallets {
     async fn get_wallet(
@@ -451,19 +474,11 @@ impl WalletService for Wallets {
         request: Request<DebitRequest>,
     ) -> Result<Response<DebitResponse>, Status> {
         let body = request.into_inner();
-        let movement = internal_movement(
-            &body.owner_id,
-            body.amount.as_ref(),
-            body.kind(),
-            &[Kind::InvestmentDebit],
-            &body.offering_id,
-            &body.reference_id,
-            body.idempotency_key,
-        )?;
-        let mut conn = self.db.connection().await.map_err(WalletError::from)?;
-        let (_, row) = store::record(&mut conn, &movement).await?;
+        let transaction = self
+            .record_internal(movement_of!(body, &[Kind::InvestmentDebit]))
+            .await?;
         Ok(Response::new(DebitResponse {
-            transaction: Some(transaction_message(&row)),
+            transaction: Some(transaction),
         }))
     }
 
@@ -472,23 +487,14 @@ impl WalletService for Wallets {
         request: Request<CreditRequest>,
     ) -> Result<Response<CreditResponse>, Status> {
         let body = request.into_inner();
-        let movement = internal_movement(
-            &body.owner_id,
-            body.amount.as_ref(),
-            body.kind(),
-            &[
-                Kind::DistributionCredit,
-                Kind::FundingPayout,
-                Kind::InvestmentRefund,
-            ],
-            &body.offering_id,
-            &body.reference_id,
-            body.idempotency_key,
-        )?;
-        let mut conn = self.db.connection().await.map_err(WalletError::from)?;
-        let (_, row) = store::record(&mut conn, &movement).await?;
+        let kinds = [
+            Kind::DistributionCredit,
+            Kind::FundingPayout,
+            Kind::InvestmentRefund,
+        ];
+        let transaction = self.record_internal(movement_of!(body, &kinds)).await?;
         Ok(Response::new(CreditResponse {
-            transaction: Some(transaction_message(&row)),
+            transaction: Some(transaction),
         }))
     }
 }
