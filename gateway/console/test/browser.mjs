@@ -9,85 +9,19 @@
 // /usr/bin/chromium). Prints one line per step; exits 1 on a failure, with
 // the page's own error when it showed one. The whole run is bounded.
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { baseUrl, byTestId, executablePath, fail, launch, origin, runChecks, step, waiters } from "./harness.mjs";
 
-const baseUrl = (process.argv[2] ?? process.env.SAFRA_GATEWAY_URL ?? "http://127.0.0.1:8080").replace(/\/+$/, "");
-const executablePath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const STEP_TIMEOUT_MS = 10_000;
 const RUN_TIMEOUT_MS = 55_000;
 
 const email = `browser-${randomBytes(6).toString("hex")}@example.com`;
 const password = `pw-${randomBytes(15).toString("base64url")}`; // 23 characters
-const origin = new URL(baseUrl).origin;
 const GET_ME = "safra.accounts.v1.AccountsService/GetMe";
 
-let context;
-let userDataDir;
-let finished = false;
-
-async function cleanup() {
-  await context?.close().catch(() => {});
-  if (userDataDir) await rm(userDataDir, { recursive: true, force: true }).catch(() => {});
-}
-
-const watchdog = setTimeout(async () => {
-  if (finished) return;
-  console.error(`browser: FAIL - the run took longer than ${RUN_TIMEOUT_MS} ms`);
-  await cleanup();
-  process.exit(1);
-}, RUN_TIMEOUT_MS);
-
-class Failure extends Error {}
-
-function fail(message) {
-  throw new Failure(message);
-}
-
-const byTestId = (id) => `[data-testid="${id}"]`;
-
-/** Waits for `testid` to show, failing early with the page's error if the
- * console shows one instead. */
-async function waitForPage(page, testid, what) {
-  const target = page.locator(`${byTestId(testid)}, ${byTestId("error")}`).first();
-  try {
-    await target.waitFor({ state: "visible" });
-  } catch {
-    fail(`${what}: ${byTestId(testid)} did not appear within ${STEP_TIMEOUT_MS} ms (at ${page.url()})`);
-  }
-  const error = page.locator(byTestId("error"));
-  if (await error.count()) fail(`${what}: the page shows an error: ${(await error.first().innerText()).trim()}`);
-}
-
-let passed = 0;
-
-async function step(name, fn) {
-  await fn();
-  passed++;
-  console.log(`ok   - ${name}`);
-}
+const { waitForPage } = waiters();
 
 async function main() {
   console.log(`browser: checking ${baseUrl} with ${executablePath} as ${email}`);
-  userDataDir = await mkdtemp(join(tmpdir(), "safra-console-browser-"));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    chromiumSandbox: false,
-    timeout: STEP_TIMEOUT_MS,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-  context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  context.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
+  const context = await launch();
 
   const outside = [];
   const pageErrors = [];
@@ -180,17 +114,4 @@ async function main() {
   });
 }
 
-let code = 0;
-try {
-  await main();
-  console.log(`browser: ${passed} passed, 0 failed`);
-} catch (err) {
-  code = 1;
-  console.error(`browser: FAIL - ${err instanceof Failure ? err.message : (err?.stack ?? err)}`);
-  console.log(`browser: ${passed} passed, 1 failed`);
-} finally {
-  finished = true;
-  clearTimeout(watchdog);
-  await cleanup();
-}
-process.exit(code);
+await runChecks("browser", RUN_TIMEOUT_MS, main);

@@ -16,14 +16,8 @@
 // /usr/bin/chromium). Prints one line per step; exits 1 on a failure, with
 // the page's own error when it showed one. The whole run is bounded.
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { baseUrl, byTestId, executablePath, fail, launch, origin, runChecks, step, STEP_TIMEOUT_MS, waiters } from "./harness.mjs";
 
-const baseUrl = (process.argv[2] ?? process.env.SAFRA_GATEWAY_URL ?? "http://127.0.0.1:8080").replace(/\/+$/, "");
-const executablePath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const STEP_TIMEOUT_MS = 10_000;
 /** The producer is paid asynchronously (an event) once the offering is funded. */
 const PAYOUT_TIMEOUT_MS = 20_000;
 const RUN_TIMEOUT_MS = 120_000;
@@ -34,7 +28,6 @@ const producer = process.env.SAFRA_PRODUCER_EMAIL && process.env.SAFRA_PRODUCER_
   ? { email: process.env.SAFRA_PRODUCER_EMAIL, password: process.env.SAFRA_PRODUCER_PASSWORD, existing: true }
   : { email: `producer-${run}@example.com`, password: newPassword(), existing: false };
 const investor = { email: `investor-${run}@example.com`, password: newPassword(), existing: false };
-const origin = new URL(baseUrl).origin;
 const INVEST = "safra.marketplace.v1.MarketplaceService/Invest";
 const DEPOSIT = "safra.wallet.v1.WalletService/Deposit";
 const CREATE_OFFERING = "safra.marketplace.v1.MarketplaceService/CreateOffering";
@@ -51,30 +44,9 @@ const maturity = localDate(new Date(now + 365 * DAY_MS));
 const fundingDeadline = localDateTime(new Date(now + DAY_MS));
 const dueDates = [localDate(new Date(now + 180 * DAY_MS)), localDate(new Date(now + 360 * DAY_MS))];
 
-let context;
-let userDataDir;
-let finished = false;
-
-async function cleanup() {
-  await context?.close().catch(() => {});
-  if (userDataDir) await rm(userDataDir, { recursive: true, force: true }).catch(() => {});
-}
-
-const watchdog = setTimeout(async () => {
-  if (finished) return;
-  console.error(`marketplace: FAIL - the run took longer than ${RUN_TIMEOUT_MS} ms`);
-  await cleanup();
-  process.exit(1);
-}, RUN_TIMEOUT_MS);
-
-class Failure extends Error {}
-
-function fail(message) {
-  throw new Failure(message);
-}
-
-const byTestId = (id) => `[data-testid="${id}"]`;
+/** The console's errors: a failed call's, and an input refused before anything was sent. */
 const ERRORS = `${byTestId("error")}, ${byTestId("input-error")}`;
+const { waitForShown, waitForPage } = waiters(ERRORS);
 
 /** `YYYY-MM-DD` in the local time zone (an `<input type=date>` value). */
 function localDate(d) {
@@ -89,21 +61,6 @@ function localDateTime(d) {
   return `${localDate(d)}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
-/** Waits for `selector` to show, failing early with the page's error if the
- * console shows one instead. */
-async function waitForShown(page, selector, what) {
-  const target = page.locator(`${selector}, ${ERRORS}`).first();
-  try {
-    await target.waitFor({ state: "visible" });
-  } catch {
-    fail(`${what}: ${selector} did not appear within ${STEP_TIMEOUT_MS} ms (at ${page.url()})`);
-  }
-  const error = page.locator(ERRORS);
-  if (await error.count()) fail(`${what}: the page shows an error: ${(await error.first().innerText()).trim()}`);
-}
-
-const waitForPage = (page, testid, what) => waitForShown(page, byTestId(testid), what);
-
 /** Polls `probe` (which returns a truthy value when done) until `timeoutMs`. */
 async function eventually(timeoutMs, probe) {
   const deadline = Date.now() + timeoutMs;
@@ -113,6 +70,16 @@ async function eventually(timeoutMs, probe) {
     if (Date.now() > deadline) return value;
     await new Promise((resolve) => setTimeout(resolve, 500));
   }
+}
+
+/** The balance the wallet page shows once it is `want` (it loads beside
+ * the statement and may render later), else the one shown at the end. */
+async function balanceOf(page, want) {
+  const seen = await eventually(STEP_TIMEOUT_MS, async () => {
+    const minor = await amountMinor(page, byTestId("wallet-balance"));
+    return minor === want ? { minor } : null;
+  });
+  return seen ? seen.minor : amountMinor(page, byTestId("wallet-balance"));
 }
 
 async function amountMinor(page, selector) {
@@ -133,14 +100,6 @@ async function lastCall(page) {
 async function open(page, hash, testid, what) {
   await page.goto(`${baseUrl}/#${hash}`);
   await waitForPage(page, testid, what);
-}
-
-let passed = 0;
-
-async function step(name, fn) {
-  await fn();
-  passed++;
-  console.log(`ok   - ${name}`);
 }
 
 async function signUp(page, user, role) {
@@ -171,23 +130,7 @@ async function offeringStatus(page) {
 
 async function main() {
   console.log(`marketplace: checking ${baseUrl} with ${executablePath} as ${producer.email} and ${investor.email}`);
-  userDataDir = await mkdtemp(join(tmpdir(), "safra-console-marketplace-"));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    chromiumSandbox: false,
-    timeout: STEP_TIMEOUT_MS,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-  context.setDefaultTimeout(STEP_TIMEOUT_MS);
-  context.setDefaultNavigationTimeout(STEP_TIMEOUT_MS);
+  const context = await launch();
 
   const outside = [];
   const pageErrors = [];
@@ -297,8 +240,10 @@ async function main() {
     });
     const shown = await amountMinor(buyer, byTestId("wallet-balance"));
     if (balance === null) fail(`the balance is ${shown} centavos, want ${DEPOSIT_AMOUNT.minor}`);
-    const deposits = await buyer.locator(`${byTestId("transaction-row")}[data-kind="deposit"]`).count();
-    if (deposits !== 1) fail(`the wallet lists ${deposits} deposits, want 1`);
+    // The statement reloads beside the balance and may render after it.
+    const depositRows = buyer.locator(`${byTestId("transaction-row")}[data-kind="deposit"]`);
+    const listed = await eventually(STEP_TIMEOUT_MS, async () => ((await depositRows.count()) === 1 ? 1 : null));
+    if (listed === null) fail(`the wallet lists ${await depositRows.count()} deposits, want 1`);
     console.log(`       (${calls.get(DEPOSIT) ?? 0} Deposit request(s) sent; balance ${(await buyer.innerText(byTestId("wallet-balance"))).trim()})`);
   });
 
@@ -328,10 +273,9 @@ async function main() {
     if (debit !== -FACE_VALUE.minor) fail(`the investment moved ${debit} centavos, want ${-FACE_VALUE.minor}`);
     const linked = await investments.first().getAttribute("data-offering-id");
     if (linked !== offeringId) fail(`the investment names offering ${linked}, want ${offeringId}`);
-    const balance = await amountMinor(buyer, byTestId("wallet-balance"));
-    if (balance !== DEPOSIT_AMOUNT.minor - FACE_VALUE.minor) {
-      fail(`the balance is ${balance} centavos, want ${DEPOSIT_AMOUNT.minor - FACE_VALUE.minor}`);
-    }
+    const want = DEPOSIT_AMOUNT.minor - FACE_VALUE.minor;
+    const balance = await balanceOf(buyer, want);
+    if (balance !== want) fail(`the balance is ${balance} centavos, want ${want}`);
   });
 
   let balanceAfterPayout = 0;
@@ -384,10 +328,9 @@ async function main() {
     if (!(await seller.locator(`${byTestId("transaction-row")}[data-kind="funding_payout"][data-offering-id="${offeringId}"]`).count())) {
       fail("the funding payout is no longer listed");
     }
-    const balance = await amountMinor(seller, byTestId("wallet-balance"));
-    if (balance !== balanceAfterPayout - INSTALLMENT.minor) {
-      fail(`the producer's balance is ${balance} centavos, want ${balanceAfterPayout - INSTALLMENT.minor}`);
-    }
+    const want = balanceAfterPayout - INSTALLMENT.minor;
+    const balance = await balanceOf(seller, want);
+    if (balance !== want) fail(`the producer's balance is ${balance} centavos, want ${want}`);
   });
 
   await step("nothing was loaded from another origin and the pages threw nothing", async () => {
@@ -396,17 +339,4 @@ async function main() {
   });
 }
 
-let code = 0;
-try {
-  await main();
-  console.log(`marketplace: ${passed} passed, 0 failed`);
-} catch (err) {
-  code = 1;
-  console.error(`marketplace: FAIL - ${err instanceof Failure ? err.message : (err?.stack ?? err)}`);
-  console.log(`marketplace: ${passed} passed, 1 failed`);
-} finally {
-  finished = true;
-  clearTimeout(watchdog);
-  await cleanup();
-}
-process.exit(code);
+await runChecks("marketplace", RUN_TIMEOUT_MS, main);
