@@ -10,8 +10,8 @@
 use std::{collections::HashMap, fmt, fs, net::SocketAddr, path::PathBuf, str::FromStr};
 
 use crate::{
+    identity::tls::TlsPaths,
     mesh::{self, Service},
-    tls::TlsPaths,
 };
 
 /// The `iss` of access tokens unless `SAFRA_JWT_ISSUER` says otherwise.

@@ -1,50 +1,37 @@
 //! Safra's contracts and mesh runtime.
 //!
 //! This crate is the SDK of the mesh: the typed gRPC stubs generated from
-//! `proto/` (one module per protobuf package, e.g. [`accounts::v1`]), the
-//! descriptor set that lets the gateway and the services read the contracts'
-//! annotations at run time ([`descriptor`]), typed configuration ([`config`]),
-//! logging ([`telemetry`]), the catalogue of services and their ports
-//! ([`mesh`]), mutual TLS ([`tls`]) and, behind features, mesh channels
-//! ([`client`]), database access ([`db`]), serving ([`server`]) and the
-//! development CA ([`certs`], feature `dev-certs`).
+//! `proto/` (one module per protobuf package, e.g. [`accounts::v1`]) and the
+//! runtime every service and the gateway are built from, grouped by concern:
+//!
+//! - [`contract`]: the descriptor set and what it drives — the contract
+//!   lint, the field-rule validator, the gate (authorization and
+//!   validation) and errors as `google.rpc.Status`;
+//! - [`identity`]: who is calling — mutual TLS with SPIFFE ids, access
+//!   tokens, the development CA (feature `dev-certs`);
+//! - [`transport`]: how calls travel — write coalescing, mesh channels for
+//!   typed stubs (feature `client`), the server builder (feature `server`);
+//! - [`observability`]: logging and traces, request metrics and the admin
+//!   HTTP port (the last two with `server`);
+//! - [`data`] (feature `db`): PostgreSQL pools and migrations, keyset
+//!   paging, the outbox writer (feature `events`);
+//! - [`config`] and [`mesh`]: typed settings and the catalogue of services.
 //!
 //! Features: `client` (default) generates client stubs; `server` generates
 //! server traits and brings health and reflection; `db` brings diesel-async;
 //! `events` the event plumbing. An SDK user keeps the default and compiles
 //! neither diesel nor the server side.
 
-pub mod auth;
-pub mod coalesce;
 pub mod config;
 pub mod contract;
-pub mod descriptor;
-pub mod gate;
+#[cfg(feature = "db")]
+pub mod data;
+pub mod identity;
 pub mod mesh;
-pub mod status;
-pub mod telemetry;
-pub mod tls;
-pub mod validate;
-
-#[cfg(feature = "server")]
-pub mod admin;
-#[cfg(feature = "dev-certs")]
-pub mod certs;
-#[cfg(feature = "client")]
-pub mod client;
-
-#[cfg(feature = "db")]
-pub mod db;
-#[cfg(feature = "server")]
-pub mod metrics;
-#[cfg(feature = "events")]
-pub mod outbox;
-#[cfg(feature = "db")]
-pub mod paging;
-#[cfg(feature = "server")]
-pub mod server;
+pub mod observability;
 #[cfg(feature = "test-contracts")]
 pub mod testing;
+pub mod transport;
 
 /// Every generated package, nested as its protobuf package name says
 /// (`safra.accounts.v1` is `proto::safra::accounts::v1`), because generated

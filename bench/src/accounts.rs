@@ -24,15 +24,15 @@ use safra::{
         accounts_service_client::AccountsServiceClient,
         accounts_service_server::AccountsServiceServer,
     },
-    auth::DEFAULT_ISSUER,
-    auth::TokenVerifier,
-    certs::CertDir,
-    client::MeshChannel,
     config::{DatabaseConfig, Secret},
-    db::Database,
+    data::db::Database,
+    identity::auth::DEFAULT_ISSUER,
+    identity::auth::TokenVerifier,
+    identity::certs::CertDir,
+    identity::tls::{MeshTls, TlsPaths},
     mesh::Service,
-    server::MeshServer,
-    tls::{MeshTls, TlsPaths},
+    transport::client::MeshChannel,
+    transport::server::MeshServer,
 };
 use safra_accounts::{
     api::{Accounts, TokenSettings},
@@ -45,13 +45,13 @@ use crate::{Caller, cpu_seconds, measure, percentile, with_bearer};
 const PASSWORD: &str = "correct horse battery staple";
 
 pub async fn serve(dir: &Path, addr: SocketAddr, database_url: &str) -> anyhow::Result<()> {
-    safra::tls::install_crypto_provider();
+    safra::identity::tls::install_crypto_provider();
     let certs = CertDir::new(dir);
     if !certs.ca_cert().exists() {
         certs.init()?;
     }
     let url = Secret::new(database_url);
-    safra::db::migrate_up(&url, &safra_accounts::MIGRATIONS).await?;
+    safra::data::db::migrate_up(&url, &safra_accounts::MIGRATIONS).await?;
     let database = Database::connect(&DatabaseConfig {
         url,
         pool_size: 10,
@@ -84,13 +84,11 @@ pub async fn serve(dir: &Path, addr: SocketAddr, database_url: &str) -> anyhow::
 /// is trusted and each login can come from its own address (the per-address
 /// throttle would otherwise lock the run after 20 failures).
 fn client(dir: &Path, addr: SocketAddr) -> anyhow::Result<AccountsServiceClient<MeshChannel>> {
-    safra::tls::install_crypto_provider();
+    safra::identity::tls::install_crypto_provider();
     let tls = MeshTls::load(TlsPaths::in_dir(dir, "gateway"))?;
-    Ok(AccountsServiceClient::new(safra::client::mesh_channel(
-        &tls,
-        "accounts",
-        &addr.to_string(),
-    )?))
+    Ok(AccountsServiceClient::new(
+        safra::transport::client::mesh_channel(&tls, "accounts", &addr.to_string())?,
+    ))
 }
 
 async fn register(

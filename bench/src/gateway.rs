@@ -17,23 +17,23 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use prost::Message as _;
 use safra::{
-    auth::{DEFAULT_ISSUER, StaticKeys, TokenVerifier},
-    client::MeshChannel,
+    identity::auth::{DEFAULT_ISSUER, StaticKeys, TokenVerifier},
+    identity::tls::{MeshTls, TlsPaths},
     testing::echo::v1::{AdminEchoRequest, echo_service_client::EchoServiceClient},
-    tls::{MeshTls, TlsPaths},
+    transport::client::MeshChannel,
 };
 use safra_gateway::{Edge, EdgeSettings};
 
 use crate::{bench_token, load_key, measure, with_bearer};
 
 pub async fn serve(dir: &Path, addr: SocketAddr, echo: SocketAddr) -> anyhow::Result<()> {
-    safra::tls::install_crypto_provider();
+    safra::identity::tls::install_crypto_provider();
     // Spans and trace ids as in production; no collector, so no export.
     // SAFRA_BENCH_NO_TELEMETRY=1 leaves them out, to measure their share.
     let untraced = std::env::var_os("SAFRA_BENCH_NO_TELEMETRY").is_some();
     let _telemetry = (!untraced)
         .then(|| {
-            safra::telemetry::init(
+            safra::observability::telemetry::init(
                 &safra::config::LogConfig {
                     format: safra::config::LogFormat::Json,
                     filter: "info".into(),
@@ -58,7 +58,7 @@ pub async fn serve(dir: &Path, addr: SocketAddr, echo: SocketAddr) -> anyhow::Re
         echo.to_string(),
         echo.to_string(),
     ];
-    let channel = safra::client::mesh_channel(&tls, "wallet", &endpoints.join(","))?;
+    let channel = safra::transport::client::mesh_channel(&tls, "wallet", &endpoints.join(","))?;
     let upstreams = HashMap::from([("safra.echo.v1.EchoService".to_owned(), channel)]);
     let edge = Edge::new(
         &safra::testing::pool()?,
@@ -166,7 +166,7 @@ pub async fn load(
     seconds: u64,
     pids: &str,
 ) -> anyhow::Result<()> {
-    safra::tls::install_crypto_provider();
+    safra::identity::tls::install_crypto_provider();
     let pids: Vec<u32> = pids
         .split(',')
         .map(str::parse)
@@ -180,7 +180,7 @@ pub async fn load(
             "direct" => {
                 let tls = MeshTls::load(TlsPaths::in_dir(dir, "gateway"))?;
                 shared.push(Protocol::Grpc(EchoServiceClient::new(
-                    safra::client::mesh_channel(&tls, "wallet", &addr.to_string())?,
+                    safra::transport::client::mesh_channel(&tls, "wallet", &addr.to_string())?,
                 )));
             }
             "edge-grpc" => shared.push(Protocol::Edge(EchoServiceClient::new(

@@ -48,18 +48,20 @@ use std::{
 
 use anyhow::{Context, bail};
 use safra::{
-    auth::{AuthenticatedUser, DEFAULT_ISSUER, SigningKey, StaticKeys, TokenSigner, TokenVerifier},
-    certs::CertDir,
-    client::{MeshChannel, MeshConnector},
+    identity::auth::{
+        AuthenticatedUser, DEFAULT_ISSUER, SigningKey, StaticKeys, TokenSigner, TokenVerifier,
+    },
+    identity::certs::CertDir,
+    identity::tls::{MeshTls, TlsPaths},
     mesh::Service,
-    server::MeshServer,
     testing::echo::v1::{
         AdminEchoRequest, EchoRequest, EchoResponse, InternalEchoRequest, SlowRequest,
         StreamEchoRequest, WhoAmIRequest,
         echo_service_client::EchoServiceClient,
         echo_service_server::{EchoService, EchoServiceServer},
     },
-    tls::{MeshTls, TlsPaths},
+    transport::client::{MeshChannel, MeshConnector},
+    transport::server::MeshServer,
 };
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -121,7 +123,7 @@ fn signing_key_path(dir: &Path) -> PathBuf {
 
 /// Makes the CA, certificates and signing key the servers and the load share.
 fn prepare(dir: &Path) -> anyhow::Result<SigningKey> {
-    safra::tls::install_crypto_provider();
+    safra::identity::tls::install_crypto_provider();
     let certs = CertDir::new(dir);
     if !certs.ca_cert().exists() {
         certs.init()?;
@@ -154,7 +156,7 @@ async fn serve_bare_tls(dir: &Path, addr: SocketAddr) -> anyhow::Result<()> {
     prepare(dir)?;
     let tls = MeshTls::load(TlsPaths::in_dir(dir, "wallet"))?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let incoming = tokio_stream::wrappers::ReceiverStream::new(safra::tls::accept(
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(safra::identity::tls::accept(
         listener,
         tls.server_config()?,
     ))
@@ -169,7 +171,7 @@ async fn serve_bare_tls(dir: &Path, addr: SocketAddr) -> anyhow::Result<()> {
 async fn serve_full(dir: &Path, addr: SocketAddr) -> anyhow::Result<()> {
     let key = prepare(dir)?;
     // Spans and trace ids as in production; no collector, so no export.
-    let _telemetry = safra::telemetry::init(
+    let _telemetry = safra::observability::telemetry::init(
         &safra::config::LogConfig {
             format: safra::config::LogFormat::Json,
             filter: "info".into(),
@@ -361,7 +363,7 @@ struct LoadRun<'a> {
 
 /// Through the typed stubs.
 async fn load(run: LoadRun<'_>) -> anyhow::Result<()> {
-    safra::tls::install_crypto_provider();
+    safra::identity::tls::install_crypto_provider();
     let mut clients = Vec::new();
     for _ in 0..connections(run.concurrency) {
         clients.push(match run.mode {
@@ -378,7 +380,8 @@ async fn load(run: LoadRun<'_>) -> anyhow::Result<()> {
             "full" | "bare-tls" | "stock-tls" => {
                 let token = bench_token(run.dir)?;
                 let tls = MeshTls::load(TlsPaths::in_dir(run.dir, "gateway"))?;
-                let channel = safra::client::mesh_channel(&tls, "wallet", &run.addr.to_string())?;
+                let channel =
+                    safra::transport::client::mesh_channel(&tls, "wallet", &run.addr.to_string())?;
                 if run.mode == "full" {
                     Client::Full(EchoServiceClient::new(channel), token)
                 } else {
@@ -405,7 +408,7 @@ async fn load(run: LoadRun<'_>) -> anyhow::Result<()> {
 /// As [`load`], with the lean caller of `raw.rs`: the same pre-encoded call
 /// for every mode, so only the server differs.
 async fn load_raw(run: LoadRun<'_>) -> anyhow::Result<()> {
-    safra::tls::install_crypto_provider();
+    safra::identity::tls::install_crypto_provider();
     let tls = match run.mode {
         "bare" | "bare-token" => None,
         "bare-tls" | "stock-tls" | "full" => {
@@ -499,7 +502,7 @@ async fn handshakes(
 ) -> anyhow::Result<()> {
     use tower::Service as _;
 
-    safra::tls::install_crypto_provider();
+    safra::identity::tls::install_crypto_provider();
     let tls = MeshTls::load(TlsPaths::in_dir(dir, "gateway"))?;
     let mut connector = MeshConnector::new(&tls, "wallet")?;
     let uri: tonic::codegen::http::Uri = format!("http://{addr}").parse()?;

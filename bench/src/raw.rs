@@ -67,7 +67,7 @@ fn frame(message: &impl prost::Message) -> Bytes {
 /// header when a token is given.
 pub async fn connect(
     addr: std::net::SocketAddr,
-    tls: Option<&std::sync::Arc<safra::tls::MeshTls>>,
+    tls: Option<&std::sync::Arc<safra::identity::tls::MeshTls>>,
     path: &str,
     message: &impl prost::Message,
     token: Option<&str>,
@@ -75,7 +75,7 @@ pub async fn connect(
     let builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     let sender = match tls {
         Some(tls) => {
-            let mut connector = safra::client::MeshConnector::new(tls, "wallet")?;
+            let mut connector = safra::transport::client::MeshConnector::new(tls, "wallet")?;
             let io = connector.call(format!("http://{addr}").parse()?).await?;
             let (sender, connection) = builder.handshake(io).await?;
             tokio::spawn(connection);

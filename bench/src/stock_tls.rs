@@ -1,5 +1,5 @@
 //! The bare handler over plain tokio-rustls, without the mesh's write
-//! coalescing (`safra::coalesce`): what stock tonic over rustls costs, so the
+//! coalescing (`safra::transport::coalesce`): what stock tonic over rustls costs, so the
 //! benchmark shows what coalescing buys.
 
 use std::{
@@ -11,8 +11,8 @@ use std::{
 };
 
 use safra::{
+    identity::tls::{MeshTls, TlsPaths},
     testing::echo::v1::echo_service_server::EchoServiceServer,
-    tls::{MeshTls, TlsPaths},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},

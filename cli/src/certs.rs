@@ -4,8 +4,8 @@
 use anyhow::Context;
 use clap::Subcommand;
 use safra::{
-    certs::{CertDir, LEAF_VALIDITY},
     config::{self, Environment, Reader},
+    identity::certs::{CertDir, LEAF_VALIDITY},
 };
 
 /// What to make.

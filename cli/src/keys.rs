@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use safra::{
     config::{self, ConfigError, DatabaseConfig, Environment, Reader, Secret},
-    db::{self, Database},
+    data::db::{self, Database},
     mesh::Service,
 };
 use safra_accounts::{
@@ -103,7 +103,7 @@ pub async fn open(reader: Reader<'_>) -> anyhow::Result<Accounts> {
     .context("the accounts database")?;
     let hashing = HashingPool::new(Arc::new(Argon2id::new()?), 1)?;
     let tokens = TokenSettings {
-        issuer: reader.string_or("SAFRA_JWT_ISSUER", safra::auth::DEFAULT_ISSUER)?,
+        issuer: reader.string_or("SAFRA_JWT_ISSUER", safra::identity::auth::DEFAULT_ISSUER)?,
         access_lifetime: Duration::from_secs(reader.parse_or(
             "SAFRA_ACCESS_TOKEN_SECS",
             900_u64,

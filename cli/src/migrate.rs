@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use safra::{
     config::{Environment, Reader, Secret},
-    db,
+    data::db,
     mesh::Service,
 };
 

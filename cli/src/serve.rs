@@ -6,17 +6,17 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 use anyhow::Context;
 use safra::{
     accounts::v1::accounts_service_server::AccountsServiceServer,
-    admin::{Check, CheckFuture},
-    auth::TokenVerifier,
-    client::AccountsJwks,
-    client::retry::{Retrier, RetryPolicy},
     config::{Environment, GatewayConfig, Reader, ServiceConfig, peer_endpoint},
-    db::Database,
+    data::db::Database,
+    identity::auth::TokenVerifier,
+    identity::tls::{MeshTls, TlsPaths},
     marketplace::v1::marketplace_service_server::MarketplaceServiceServer,
     mesh::Service,
-    server::{self, MeshServer},
-    telemetry,
-    tls::{MeshTls, TlsPaths},
+    observability::admin::{Check, CheckFuture},
+    observability::telemetry,
+    transport::client::AccountsJwks,
+    transport::client::retry::{Retrier, RetryPolicy},
+    transport::server::{self, MeshServer},
     wallet::v1::wallet_service_server::WalletServiceServer,
 };
 
@@ -67,8 +67,9 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
             let database = Database::connect(&config.database)
                 .await
                 .with_context(|| format!("{service}: DATABASE_URL"))?;
-            let keys = safra::client::mesh_channel(&tls, "accounts", &config.accounts_url)
-                .context("SAFRA_ACCOUNTS_URL")?;
+            let keys =
+                safra::transport::client::mesh_channel(&tls, "accounts", &config.accounts_url)
+                    .context("SAFRA_ACCOUNTS_URL")?;
             let verifier = Arc::new(TokenVerifier::new(
                 config.jwt_issuer.clone(),
                 Arc::new(AccountsJwks::new(keys)),
@@ -148,7 +149,7 @@ async fn when_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
 
 /// Retries of idempotent outbound calls, read from the contracts.
 fn retrier() -> anyhow::Result<Arc<Retrier>> {
-    let pool = safra::descriptor::pool().context("the embedded contracts")?;
+    let pool = safra::contract::descriptor::pool().context("the embedded contracts")?;
     Ok(Arc::new(Retrier::new(&pool, RetryPolicy::default())))
 }
 
@@ -162,8 +163,8 @@ fn marketplace(
     use safra_marketplace::api::{BackgroundSettings, Marketplace};
 
     let wallet_url = peer_endpoint(reader, Service::Wallet)?;
-    let wallet =
-        safra::client::mesh_channel(tls, "wallet", &wallet_url).context("SAFRA_WALLET_URL")?;
+    let wallet = safra::transport::client::mesh_channel(tls, "wallet", &wallet_url)
+        .context("SAFRA_WALLET_URL")?;
     let defaults = BackgroundSettings::default();
     let every = reader.parse_or(
         "SAFRA_MARKETPLACE_ROUND_MS",
@@ -193,8 +194,8 @@ fn wallet(
     database: Database,
 ) -> anyhow::Result<safra_wallet::api::Wallets> {
     let url = peer_endpoint(reader, Service::Marketplace)?;
-    let marketplace =
-        safra::client::mesh_channel(tls, "marketplace", &url).context("SAFRA_MARKETPLACE_URL")?;
+    let marketplace = safra::transport::client::mesh_channel(tls, "marketplace", &url)
+        .context("SAFRA_MARKETPLACE_URL")?;
     Ok(safra_wallet::api::Wallets::new(
         database,
         marketplace,
@@ -205,7 +206,7 @@ fn wallet(
 /// Loads this process's certificate, key and CA, and watches them for
 /// rotation every `SAFRA_TLS_RELOAD_SECS` (default 10).
 fn load_tls(name: &str, paths: &TlsPaths, reader: Reader<'_>) -> anyhow::Result<Arc<MeshTls>> {
-    safra::tls::install_crypto_provider();
+    safra::identity::tls::install_crypto_provider();
     let tls = MeshTls::load(paths.clone()).with_context(|| {
         format!("{name}: TLS (run `safra certs init`, or set SAFRA_TLS_CERT, SAFRA_TLS_KEY and SAFRA_TLS_CA)")
     })?;

@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context, bail};
 use safra::{
     config::{Environment, Reader},
-    db,
+    data::db,
     mesh::{self, Service},
 };
 use tokio::{
@@ -94,7 +94,7 @@ pub async fn run() -> anyhow::Result<()> {
         .with_context(|| format!("SAFRA_HOME: cannot create {}", logs.display()))?;
 
     check_ports_free(&layout).await?;
-    safra::certs::CertDir::new(layout.home.join("certs"))
+    safra::identity::certs::CertDir::new(layout.home.join("certs"))
         .init()
         .context("making the development certificates in SAFRA_HOME/certs")?;
     let key_file = ensure_key_encryption_key(&layout.home.join("secrets"))?;

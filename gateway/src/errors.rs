@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage};
-use safra::{google::rpc, status, r#type::v1::ErrorReason};
+use safra::{contract::status, google::rpc, r#type::v1::ErrorReason};
 use tonic::{Code, Status};
 
 /// The HTTP status for a gRPC code (google.rpc.Code's documented mapping).
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn details_keep_every_violation_and_the_reason() {
-        let pool = safra::descriptor::pool().expect("contracts");
+        let pool = safra::contract::descriptor::pool().expect("contracts");
         let status = status::invalid_argument(&[status::Violation {
             field: "email".into(),
             description: "must be an e-mail address".into(),

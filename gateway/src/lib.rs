@@ -10,7 +10,7 @@
 //!   bindings (see [`routes`], [`transcode`] and [`rest`]).
 //!
 //! Before anything reaches a service the edge applies the contract's gate
-//! (authorization and field rules, [`safra::gate`]); `internal` methods are
+//! (authorization and field rules, [`safra::contract::gate`]); `internal` methods are
 //! never exposed. `/metrics` counts calls by RPC and status whatever the
 //! protocol. `/openapi.json` and `/docs` describe the REST surface,
 //! `/` serves the console ([`console`]), and `/healthz` and `/readyz`
@@ -41,13 +41,13 @@ use axum::{
 use http::{HeaderValue, header};
 use prost_reflect::DescriptorPool;
 use safra::{
-    auth::TokenVerifier,
-    client::AccountsJwks,
-    client::{MeshChannel, mesh_channel},
     config::GatewayConfig,
-    gate::Gate,
+    contract::gate::Gate,
+    identity::auth::TokenVerifier,
+    identity::tls::MeshTls,
     mesh::Service,
-    tls::MeshTls,
+    transport::client::AccountsJwks,
+    transport::client::{MeshChannel, mesh_channel},
 };
 use tokio::net::TcpListener;
 use tracing::Instrument;
@@ -122,7 +122,7 @@ pub struct Edge {
     /// Server reflection (v1, v1alpha) over the exposed services.
     reflection: proxy::Reflection,
     /// Calls by RPC and status, whatever the protocol, for `/metrics`.
-    metrics: Arc<safra::metrics::Metrics>,
+    metrics: Arc<safra::observability::metrics::Metrics>,
 }
 
 impl Edge {
@@ -143,7 +143,7 @@ impl Edge {
         );
         let routes = routes::Routes::new(gate.policies())
             .map_err(|error| GatewayError::Contracts(error.to_string()))?;
-        let status_pool = safra::descriptor::pool()
+        let status_pool = safra::contract::descriptor::pool()
             .map_err(|error| GatewayError::Contracts(error.to_string()))?;
         let document = openapi::document(&status_pool, &routes, env!("CARGO_PKG_VERSION"));
         let openapi = serde_json::to_vec_pretty(&document)
@@ -156,7 +156,7 @@ impl Edge {
             .filter(|(_, policy)| !policy.is_internal())
             .map(|(path, _)| path.to_owned())
             .collect();
-        let metrics = Arc::new(safra::metrics::Metrics::new(
+        let metrics = Arc::new(safra::observability::metrics::Metrics::new(
             "gateway",
             &settings.version,
             exposed,
@@ -310,8 +310,8 @@ async fn traced(request: Request, next: Next) -> Response {
         otel.kind = "server",
         http.request.method = %request.method(),
     );
-    safra::telemetry::follow(&span, request.headers());
-    let trace_id = span.in_scope(safra::telemetry::current_trace_id);
+    safra::observability::telemetry::follow(&span, request.headers());
+    let trace_id = span.in_scope(safra::observability::telemetry::current_trace_id);
     let mut response = next.run(request).instrument(span).await;
     if let Some(value) = trace_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response.headers_mut().insert("x-trace-id", value);
@@ -378,8 +378,8 @@ pub async fn serve(
         config.jwt_issuer.clone(),
         Arc::new(AccountsJwks::new(accounts)),
     ));
-    let pool =
-        safra::descriptor::pool().map_err(|error| GatewayError::Contracts(error.to_string()))?;
+    let pool = safra::contract::descriptor::pool()
+        .map_err(|error| GatewayError::Contracts(error.to_string()))?;
     let upstreams = channels
         .iter()
         .map(|(service, channel)| (service.grpc_service().to_owned(), channel.clone()))

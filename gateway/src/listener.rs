@@ -1,5 +1,5 @@
 //! The edge's listener: every accepted connection gets `TCP_NODELAY` and the
-//! mesh's write coalescing ([`safra::coalesce`]), so the answers of
+//! mesh's write coalescing ([`safra::transport::coalesce`]), so the answers of
 //! concurrent HTTP/2 streams leave together, and carries the client's
 //! address for the rate limit and `x-forwarded-for`.
 
@@ -9,7 +9,7 @@ use axum::{
     extract::connect_info::Connected,
     serve::{IncomingStream, Listener},
 };
-use safra::coalesce::Coalesced;
+use safra::transport::coalesce::Coalesced;
 use tokio::net::{TcpListener, TcpStream};
 
 /// The public port's listener.

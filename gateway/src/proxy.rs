@@ -14,7 +14,7 @@ use std::{
 
 use axum::{extract::Request, response::Response};
 use http::{HeaderMap, HeaderValue, header};
-use safra::{client::MeshChannel, server::ContractLayer};
+use safra::{transport::client::MeshChannel, transport::server::ContractLayer};
 use tonic::{Status, body::Body};
 use tower::{Layer as _, Service, ServiceExt as _, util::BoxCloneSyncService};
 
@@ -48,7 +48,7 @@ impl Reflection {
     /// The descriptors cannot be served.
     pub fn new(
         pool: &prost_reflect::DescriptorPool,
-        gate: &safra::gate::Gate,
+        gate: &safra::contract::gate::Gate,
     ) -> Result<Self, tonic_reflection::server::Error> {
         let files = prost_types::FileDescriptorSet {
             file: pool.file_descriptor_protos().cloned().collect(),
@@ -96,7 +96,7 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// grpc-web translation, then metrics, the contract stage and the forwarder.
 pub fn grpc_stack(edge: Arc<Edge>) -> GrpcStack {
     let contract = ContractLayer::with_gate(edge.gate.clone(), edge.settings.max_body_bytes);
-    let metrics = safra::metrics::MetricsLayer::new(edge.metrics.clone());
+    let metrics = safra::observability::metrics::MetricsLayer::new(edge.metrics.clone());
     let stack =
         tonic_web::GrpcWebLayer::new().layer(metrics.layer(contract.layer(Forward { edge })));
     BoxCloneSyncService::new(stack)

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use safra::{status, r#type::v1::ErrorReason};
+use safra::{contract::status, r#type::v1::ErrorReason};
 use tonic::Status;
 
 const SHARDS: usize = 16;

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use axum::{Json, extract::State, http::StatusCode};
-use safra::{client::MeshChannel, mesh::Service};
+use safra::{mesh::Service, transport::client::MeshChannel};
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tonic_health::pb::{

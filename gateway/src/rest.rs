@@ -11,8 +11,8 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
 use prost_reflect::DynamicMessage;
 use safra::{
-    gate::authorize, metrics::Observed, options::v1::CacheVisibility, status,
-    r#type::v1::ErrorReason,
+    contract::gate::authorize, contract::status, observability::metrics::Observed,
+    options::v1::CacheVisibility, r#type::v1::ErrorReason,
 };
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Status, codegen::http::uri::PathAndQuery};
@@ -197,7 +197,7 @@ fn timeout(headers: &HeaderMap, streaming: bool, default: Duration) -> Option<Du
     headers
         .get("grpc-timeout")
         .and_then(|value| value.to_str().ok())
-        .and_then(safra::client::parse_grpc_timeout)
+        .and_then(safra::transport::client::parse_grpc_timeout)
         .or((!streaming).then_some(default))
 }
 

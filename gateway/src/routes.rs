@@ -5,7 +5,7 @@
 
 use std::{cmp::Ordering, sync::Arc};
 
-use safra::{contract::HttpBinding, gate::MethodPolicy};
+use safra::{contract::HttpBinding, contract::gate::MethodPolicy};
 
 /// A template that cannot be compiled (the contract lint should have caught
 /// it; the gateway refuses to start rather than route it wrongly).
@@ -341,12 +341,12 @@ mod tests {
 
     #[test]
     fn every_rest_path_of_the_design_routes_to_its_rpc() {
-        let pool = safra::descriptor::pool().expect("contracts");
-        let verifier = std::sync::Arc::new(safra::auth::TokenVerifier::new(
+        let pool = safra::contract::descriptor::pool().expect("contracts");
+        let verifier = std::sync::Arc::new(safra::identity::auth::TokenVerifier::new(
             "test",
-            std::sync::Arc::new(safra::auth::StaticKeys(std::sync::Arc::default())),
+            std::sync::Arc::new(safra::identity::auth::StaticKeys(std::sync::Arc::default())),
         ));
-        let gate = safra::gate::Gate::new(&pool, verifier).expect("gate");
+        let gate = safra::contract::gate::Gate::new(&pool, verifier).expect("gate");
         let routes = Routes::new(gate.policies()).expect("routes");
         let table = [
             ("POST", "/v1/accounts:register", "AccountsService/Register"),

@@ -268,14 +268,14 @@ mod tests {
     use super::*;
 
     fn register() -> MessageDescriptor {
-        safra::descriptor::pool()
+        safra::contract::descriptor::pool()
             .expect("contracts")
             .get_message_by_name("safra.accounts.v1.RegisterRequest")
             .expect("RegisterRequest")
     }
 
     fn list_users() -> MessageDescriptor {
-        safra::descriptor::pool()
+        safra::contract::descriptor::pool()
             .expect("contracts")
             .get_message_by_name("safra.accounts.v1.ListUsersRequest")
             .expect("ListUsersRequest")

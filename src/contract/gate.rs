@@ -10,12 +10,12 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, MethodDes
 use tonic::Status;
 
 use crate::{
-    auth::{AuthError, AuthenticatedUser, TokenVerifier, bearer},
     contract,
+    contract::status,
+    contract::validate::{BadPattern, Validator},
+    identity::auth::{AuthError, AuthenticatedUser, TokenVerifier, bearer},
     options::v1::{Access, Authorization},
-    status,
     r#type::v1::ErrorReason,
-    validate::{BadPattern, Validator},
 };
 
 /// What a method declares, read once at start-up.

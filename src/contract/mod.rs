@@ -5,6 +5,16 @@
 //! [`check`] is the contract lint the build relies on: every public RPC has
 //! an HTTP binding and an authorization, every internal one has no binding,
 //! every rule fits its field and every name a declaration uses exists.
+//!
+//! Beside it, what the declarations drive: [`descriptor`] (the encoded
+//! descriptor set), [`validate`] (the field rules), [`gate`] (authorization
+//! and validation, shared by the services and the edge) and [`status`]
+//! (errors as `google.rpc.Status`).
+
+pub mod descriptor;
+pub mod gate;
+pub mod status;
+pub mod validate;
 
 use std::collections::BTreeSet;
 
@@ -31,7 +41,7 @@ pub const FIELD_RULES: &str = "safra.options.v1.rules";
 pub const HTTP: &str = "google.api.http";
 
 /// The JWT `role` claim values a declaration may name.
-pub const ROLES: [&str; 3] = crate::auth::ROLES;
+pub const ROLES: [&str; 3] = crate::identity::auth::ROLES;
 /// The mesh identities an internal method may allow.
 pub const CALLERS: [&str; 6] = crate::mesh::PROCESS_NAMES;
 
@@ -152,7 +162,7 @@ pub fn safra_methods(pool: &DescriptorPool) -> impl Iterator<Item = MethodDescri
         .filter(|service| {
             service
                 .package_name()
-                .starts_with(crate::descriptor::PACKAGE_PREFIX)
+                .starts_with(crate::contract::descriptor::PACKAGE_PREFIX)
         })
         .flat_map(|service| service.methods().collect::<Vec<_>>())
 }
@@ -168,7 +178,7 @@ pub fn check(pool: &DescriptorPool) -> Vec<String> {
     for message in pool.all_messages().filter(|message| {
         message
             .package_name()
-            .starts_with(crate::descriptor::PACKAGE_PREFIX)
+            .starts_with(crate::contract::descriptor::PACKAGE_PREFIX)
     }) {
         for field in message.fields() {
             if let Some(rules) = field_rules(&field) {

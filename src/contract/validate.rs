@@ -20,8 +20,8 @@ use regex::Regex;
 
 use crate::{
     contract,
+    contract::status::Violation,
     options::v1::{FieldRules, StringFormat},
-    status::Violation,
 };
 
 /// A validator with every rule of the contracts decoded and every pattern

@@ -62,7 +62,7 @@ impl From<DbError> for tonic::Status {
     /// statement past its timeout DEADLINE_EXCEEDED; anything else is an
     /// internal error whose cause is logged, not sent.
     fn from(error: DbError) -> Self {
-        use crate::{status, r#type::v1::ErrorReason};
+        use crate::{contract::status, r#type::v1::ErrorReason};
         match &error {
             DbError::PoolTimeout(_) | DbError::Connect(_) => status::with_reason(
                 tonic::Code::Unavailable,

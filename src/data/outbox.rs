@@ -63,7 +63,8 @@ impl OutboxEvent {
                     nanos: i32::try_from(now.subsec_nanos()).unwrap_or(0),
                 }),
                 producer: producer.to_owned(),
-                traceparent: crate::telemetry::current_traceparent().unwrap_or_default(),
+                traceparent: crate::observability::telemetry::current_traceparent()
+                    .unwrap_or_default(),
                 payload: Some(prost_types::Any {
                     type_url: format!("type.googleapis.com/{}", P::TYPE),
                     value: payload.encode_to_vec(),

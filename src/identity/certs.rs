@@ -23,7 +23,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use crate::tls::spiffe_id;
+use crate::identity::tls::spiffe_id;
 
 /// How long the development CA is valid.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);

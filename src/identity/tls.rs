@@ -40,7 +40,7 @@ use rustls::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::coalesce::Coalesced;
+use crate::transport::coalesce::Coalesced;
 
 /// The trust domain of every SPIFFE id in the mesh.
 pub const TRUST_DOMAIN: &str = "safra.local";

@@ -9,7 +9,7 @@ use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::metrics::Metrics;
+use crate::observability::metrics::Metrics;
 
 /// A boxed check result: `Ok` or why the dependency is not ready.
 pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;

@@ -20,7 +20,7 @@ use std::{
 use diesel_migrations::EmbeddedMigrations;
 use safra::{
     config::{DatabaseConfig, Secret},
-    db::{self, DbError},
+    data::db::{self, DbError},
 };
 use sha2::{Digest, Sha256};
 

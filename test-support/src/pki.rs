@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use safra::{
-    certs::{CertDir, LEAF_VALIDITY},
-    tls::{MeshTls, TlsPaths},
+    identity::certs::{CertDir, LEAF_VALIDITY},
+    identity::tls::{MeshTls, TlsPaths},
 };
 
 /// A CA and its leaves in a temporary folder, removed on drop.
@@ -23,7 +23,7 @@ impl TestPki {
     /// cannot run without them.
     #[must_use]
     pub fn new() -> Self {
-        safra::tls::install_crypto_provider();
+        safra::identity::tls::install_crypto_provider();
         let dir = tempfile::tempdir().expect("a temporary folder for certificates");
         let certs = CertDir::new(dir.path());
         certs.init().expect("the development CA and leaves");

@@ -12,13 +12,13 @@ use std::{
 };
 
 use safra::{
-    auth::AuthenticatedUser,
-    client::{
+    identity::auth::AuthenticatedUser,
+    testing::echo::v1::{EchoRequest, WhoAmIRequest},
+    transport::client::{
         CallContext,
         retry::{Retrier, RetryPolicy},
     },
-    server::Limits,
-    testing::echo::v1::{EchoRequest, WhoAmIRequest},
+    transport::server::Limits,
 };
 use tonic::{Code, Request, Response, Status};
 
@@ -53,7 +53,7 @@ fn an_outbound_call_gets_what_is_left_of_the_deadline_minus_a_margin() {
         .metadata()
         .get("grpc-timeout")
         .and_then(|value| value.to_str().ok())
-        .and_then(safra::client::parse_grpc_timeout)
+        .and_then(safra::transport::client::parse_grpc_timeout)
         .expect("a grpc-timeout");
     assert!(timeout <= Duration::from_millis(495), "{timeout:?}");
     assert!(timeout >= Duration::from_millis(300), "{timeout:?}");
@@ -202,8 +202,9 @@ async fn calls_spread_over_endpoints_and_a_dead_one_is_skipped() {
         mesh.echo,
         dead.port()
     );
-    let channel = safra::client::mesh_channel(&mesh.pki.tls("gateway"), "wallet", &endpoints)
-        .expect("channel");
+    let channel =
+        safra::transport::client::mesh_channel(&mesh.pki.tls("gateway"), "wallet", &endpoints)
+            .expect("channel");
     let client = safra::testing::echo::v1::echo_service_client::EchoServiceClient::new(channel);
     let retrier = retrier();
     let context = CallContext::background(Duration::from_secs(10));

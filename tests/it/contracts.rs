@@ -8,7 +8,7 @@ use prost_reflect::DescriptorPool;
 use safra::contract::{self, HttpBinding};
 
 fn pool() -> DescriptorPool {
-    safra::descriptor::pool().expect("the embedded descriptor set decodes")
+    safra::contract::descriptor::pool().expect("the embedded descriptor set decodes")
 }
 
 #[test]

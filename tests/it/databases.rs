@@ -2,7 +2,7 @@
 //! other, and gone once dropped.
 
 use diesel_async::SimpleAsyncConnection;
-use safra::db;
+use safra::data::db;
 use safra_test_support::TestDatabase;
 
 #[tokio::test]
@@ -69,7 +69,7 @@ async fn count_notifications(url: &str) -> i64 {
 
 #[tokio::test]
 async fn a_busy_pool_and_a_stuck_statement_fail_fast_with_the_right_status() {
-    use safra::db::Database;
+    use safra::data::db::Database;
 
     let database = TestDatabase::empty().await.expect("a database");
     let mut config = database.config();
@@ -88,7 +88,7 @@ async fn a_busy_pool_and_a_stuck_statement_fail_fast_with_the_right_status() {
         .batch_execute("SELECT pg_sleep(5)")
         .await
         .expect_err("cancelled");
-    let stuck = safra::db::DbError::from(stuck);
+    let stuck = safra::data::db::DbError::from(stuck);
     assert!(stuck.is_statement_timeout(), "{stuck}");
     assert_eq!(
         tonic::Status::from(stuck).code(),

@@ -14,11 +14,11 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use prost::Message as _;
 use safra::{
-    server::Limits,
     testing::echo::v1::{
         AdminEchoRequest, EchoRequest, EchoResponse, InternalEchoRequest, StreamEchoRequest,
         echo_service_client::EchoServiceClient,
     },
+    transport::server::Limits,
 };
 use safra_gateway::{Edge, EdgeSettings};
 use serde_json::{Value, json};
@@ -46,9 +46,12 @@ async fn spawn_gateway() -> Gateway {
 
 async fn spawn_gateway_with(settings: EdgeSettings) -> Gateway {
     let mesh = spawn_mesh(Limits::default()).await;
-    let channel =
-        safra::client::mesh_channel(&mesh.pki.tls("gateway"), "wallet", &mesh.echo.to_string())
-            .expect("channel");
+    let channel = safra::transport::client::mesh_channel(
+        &mesh.pki.tls("gateway"),
+        "wallet",
+        &mesh.echo.to_string(),
+    )
+    .expect("channel");
     let upstreams = HashMap::from([
         ("safra.echo.v1.EchoService".to_owned(), channel.clone()),
         ("safra.transcode.v1.TranscodeService".to_owned(), channel),
@@ -691,12 +694,12 @@ async fn the_openapi_document_describes_every_operation_and_validates() {
 
 #[test]
 fn the_production_openapi_document_validates_with_stable_operation_ids() {
-    let verifier = Arc::new(safra::auth::TokenVerifier::new(
+    let verifier = Arc::new(safra::identity::auth::TokenVerifier::new(
         "test",
-        Arc::new(safra::auth::StaticKeys(Arc::default())),
+        Arc::new(safra::identity::auth::StaticKeys(Arc::default())),
     ));
     let edge = Edge::new(
-        &safra::descriptor::pool().expect("contracts"),
+        &safra::contract::descriptor::pool().expect("contracts"),
         verifier,
         HashMap::new(),
         EdgeSettings::default(),
@@ -863,8 +866,8 @@ async fn cors_admits_configured_origins_and_exposes_grpc_headers() {
 
 /// Telemetry as in production (trace ids on), logs discarded: answers then
 /// carry `x-trace-id`. One per test process, which nextest gives each test.
-fn telemetry() -> safra::telemetry::Telemetry {
-    safra::telemetry::init_with_writer(
+fn telemetry() -> safra::observability::telemetry::Telemetry {
+    safra::observability::telemetry::init_with_writer(
         &safra::config::LogConfig {
             format: safra::config::LogFormat::Json,
             filter: "info".into(),

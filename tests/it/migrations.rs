@@ -4,7 +4,7 @@
 use diesel::{QueryableByName, sql_types::Text};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::EmbeddedMigrations;
-use safra::db;
+use safra::data::db;
 use safra_test_support::TestDatabase;
 
 #[derive(QueryableByName, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -9,13 +9,12 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use diesel::{QueryableByName, sql_types::BigInt};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use safra::{
-    auth::{DEFAULT_ISSUER, PublicKey, SigningKey, StaticKeys, TokenSigner, TokenVerifier},
-    client::{
-        MeshChannel,
-        retry::{Retrier, RetryPolicy},
-    },
-    db::{self, Database},
+    contract::status,
+    data::db::{self, Database},
     google::r#type::Date,
+    identity::auth::{
+        DEFAULT_ISSUER, PublicKey, SigningKey, StaticKeys, TokenSigner, TokenVerifier,
+    },
     marketplace::v1::{
         CancelOfferingRequest, CreateOfferingRequest, GetOfferingRequest, Installment,
         InvestRequest, InvestmentStatus, ListHoldersRequest, ListInvestmentsRequest,
@@ -24,8 +23,11 @@ use safra::{
         marketplace_service_server::MarketplaceServiceServer,
     },
     mesh::Service,
-    server::MeshServer,
-    status,
+    transport::client::{
+        MeshChannel,
+        retry::{Retrier, RetryPolicy},
+    },
+    transport::server::MeshServer,
     r#type::v1::Money,
     wallet::v1::{
         CreditRequest, DepositRequest, GetWalletRequest, ListTransactionsRequest,
@@ -66,7 +68,7 @@ fn verifier(keys: &Arc<StaticKeys>) -> Arc<TokenVerifier> {
 }
 
 pub(crate) fn retrier() -> Arc<Retrier> {
-    let pool = safra::descriptor::pool().expect("contracts");
+    let pool = safra::contract::descriptor::pool().expect("contracts");
     Arc::new(Retrier::new(&pool, RetryPolicy::default()))
 }
 
@@ -87,7 +89,8 @@ pub(crate) async fn spawn_wallet(
     marketplace: &str,
 ) {
     let tls = pki.tls("wallet");
-    let channel = safra::client::mesh_channel(&tls, "marketplace", marketplace).expect("channel");
+    let channel =
+        safra::transport::client::mesh_channel(&tls, "marketplace", marketplace).expect("channel");
     let database = Database::connect(&db.config()).await.expect("pool");
     let server = MeshServer::new(Service::Wallet, tls, verifier(keys))
         .expect("server")
@@ -106,8 +109,8 @@ pub(crate) async fn marketplace_service(
     db: &TestDatabase,
     wallet: &str,
 ) -> Marketplace {
-    let channel =
-        safra::client::mesh_channel(&pki.tls("marketplace"), "wallet", wallet).expect("channel");
+    let channel = safra::transport::client::mesh_channel(&pki.tls("marketplace"), "wallet", wallet)
+        .expect("channel");
     let database = Database::connect(&db.config()).await.expect("pool");
     Marketplace::new(
         database,
@@ -151,11 +154,15 @@ pub(crate) async fn spawn_money_mesh() -> MoneyMesh {
     let gateway = pki.tls("gateway");
     MoneyMesh {
         market: MarketplaceServiceClient::new(
-            safra::client::mesh_channel(&gateway, "marketplace", &market_addr.to_string())
-                .expect("channel"),
+            safra::transport::client::mesh_channel(
+                &gateway,
+                "marketplace",
+                &market_addr.to_string(),
+            )
+            .expect("channel"),
         ),
         wallet: WalletServiceClient::new(
-            safra::client::mesh_channel(&gateway, "wallet", &wallet_addr.to_string())
+            safra::transport::client::mesh_channel(&gateway, "wallet", &wallet_addr.to_string())
                 .expect("channel"),
         ),
         pki,
@@ -191,7 +198,7 @@ impl MoneyMesh {
     pub(crate) fn as_service(&self, service: &str) -> MarketplaceServiceClient<MeshChannel> {
         let address = self.market_addr.to_string();
         MarketplaceServiceClient::new(
-            safra::client::mesh_channel(&self.pki.tls(service), "marketplace", &address)
+            safra::transport::client::mesh_channel(&self.pki.tls(service), "marketplace", &address)
                 .expect("channel"),
         )
     }
@@ -199,7 +206,7 @@ impl MoneyMesh {
     /// A wallet client with `service`'s certificate.
     pub(crate) fn wallet_as(&self, service: &str) -> WalletServiceClient<MeshChannel> {
         WalletServiceClient::new(
-            safra::client::mesh_channel(
+            safra::transport::client::mesh_channel(
                 &self.pki.tls(service),
                 "wallet",
                 &self.wallet_addr.to_string(),

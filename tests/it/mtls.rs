@@ -6,9 +6,9 @@ use std::{net::SocketAddr, sync::Arc};
 
 use rustls::{ClientConfig, RootCertStore, pki_types::CertificateDer, pki_types::pem::PemObject};
 use safra::{
-    client::MeshConnector,
+    identity::tls::{self, MeshTls, TlsPaths},
     mesh::Service,
-    tls::{self, MeshTls, TlsPaths},
+    transport::client::MeshConnector,
 };
 use safra_test_support::TestPki;
 use tonic::transport::Endpoint;
@@ -169,7 +169,7 @@ async fn rotated_certificates_are_served_without_a_restart() {
     );
 
     pki.certs()
-        .issue("wallet", safra::certs::LEAF_VALIDITY)
+        .issue("wallet", safra::identity::certs::LEAF_VALIDITY)
         .expect("a new wallet leaf");
     assert!(server_tls.reload_if_changed().expect("new files load"));
     let after = presented_leaf(&pki, addr).await;

@@ -21,18 +21,18 @@ use safra::{
         accounts_service_client::AccountsServiceClient,
         accounts_service_server::{AccountsService, AccountsServiceServer},
     },
-    auth::{AuthenticatedUser, DEFAULT_ISSUER, SigningKey, TokenSigner, TokenVerifier},
-    client::AccountsJwks,
+    contract::status,
+    identity::auth::{AuthenticatedUser, DEFAULT_ISSUER, SigningKey, TokenSigner, TokenVerifier},
+    identity::tls::PeerInfo,
     mesh::Service,
-    server::{Limits, MeshServer},
-    status,
     testing::echo::v1::{
         AdminEchoRequest, EchoRequest, EchoResponse, InternalEchoRequest, SlowRequest,
         StreamEchoRequest, WhoAmIRequest,
         echo_service_client::EchoServiceClient,
         echo_service_server::{EchoService, EchoServiceServer},
     },
-    tls::PeerInfo,
+    transport::client::AccountsJwks,
+    transport::server::{Limits, MeshServer},
 };
 use safra_test_support::TestPki;
 use tokio_stream::{Stream, StreamExt};
@@ -96,7 +96,7 @@ pub(crate) struct Seen {
 struct Echo {
     seen: Arc<Seen>,
     /// Where an Echo of "relay" is passed on, as a downstream call.
-    relay: Option<EchoServiceClient<safra::client::MeshChannel>>,
+    relay: Option<EchoServiceClient<safra::transport::client::MeshChannel>>,
 }
 
 fn reply<T>(request: &Request<T>, message: String) -> Response<EchoResponse> {
@@ -131,7 +131,7 @@ impl EchoService for Echo {
         tracing::info!(text = %request.get_ref().message, "echo handled");
         let message = request.get_ref().message.clone();
         if let (Some(relay), "relay") = (&self.relay, message.as_str()) {
-            let context = safra::client::CallContext::from_inbound(&request);
+            let context = safra::transport::client::CallContext::from_inbound(&request);
             let downstream = context.outbound(EchoRequest {
                 message: "relayed".into(),
                 ..Default::default()
@@ -218,7 +218,7 @@ pub(crate) async fn spawn_mesh(limits: Limits) -> Mesh {
     let accounts_tls = pki.tls("accounts");
     let no_keys = Arc::new(TokenVerifier::new(
         DEFAULT_ISSUER,
-        Arc::new(safra::auth::StaticKeys(Arc::default())),
+        Arc::new(safra::identity::auth::StaticKeys(Arc::default())),
     ));
     let accounts = MeshServer::new(Service::Accounts, accounts_tls, no_keys)
         .expect("server")
@@ -227,8 +227,9 @@ pub(crate) async fn spawn_mesh(limits: Limits) -> Mesh {
 
     // The echo server fetches keys from accounts over mTLS, as its own identity.
     let echo_tls = pki.tls("wallet");
-    let keys = safra::client::mesh_channel(&echo_tls, "accounts", &accounts_addr.to_string())
-        .expect("channel to accounts");
+    let keys =
+        safra::transport::client::mesh_channel(&echo_tls, "accounts", &accounts_addr.to_string())
+            .expect("channel to accounts");
     let verifier = Arc::new(TokenVerifier::new(
         DEFAULT_ISSUER,
         Arc::new(AccountsJwks::new(keys)),
@@ -266,8 +267,12 @@ pub(crate) async fn spawn_relaying_echo(
 ) -> (SocketAddr, SocketAddr) {
     let relay = relay_to.map(|addr| {
         EchoServiceClient::new(
-            safra::client::mesh_channel(&pki.tls("marketplace"), "wallet", &addr.to_string())
-                .expect("relay channel"),
+            safra::transport::client::mesh_channel(
+                &pki.tls("marketplace"),
+                "wallet",
+                &addr.to_string(),
+            )
+            .expect("relay channel"),
         )
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -278,8 +283,8 @@ pub(crate) async fn spawn_relaying_echo(
         .await
         .expect("bind");
     let admin = admin_listener.local_addr().expect("addr");
-    let always_ready: safra::admin::Check =
-        Arc::new(|| Box::pin(async { Ok(()) }) as safra::admin::CheckFuture);
+    let always_ready: safra::observability::admin::Check =
+        Arc::new(|| Box::pin(async { Ok(()) }) as safra::observability::admin::CheckFuture);
     let server = MeshServer::new(Service::Wallet, pki.tls("wallet"), verifier)
         .expect("server")
         .with_contracts(
@@ -297,10 +302,16 @@ pub(crate) async fn spawn_relaying_echo(
 
 impl Mesh {
     /// A client calling as the mesh process `identity`.
-    pub(crate) fn client(&self, identity: &str) -> EchoServiceClient<safra::client::MeshChannel> {
-        let channel =
-            safra::client::mesh_channel(&self.pki.tls(identity), "wallet", &self.echo.to_string())
-                .expect("channel");
+    pub(crate) fn client(
+        &self,
+        identity: &str,
+    ) -> EchoServiceClient<safra::transport::client::MeshChannel> {
+        let channel = safra::transport::client::mesh_channel(
+            &self.pki.tls(identity),
+            "wallet",
+            &self.echo.to_string(),
+        )
+        .expect("channel");
         EchoServiceClient::new(channel)
     }
 
@@ -507,9 +518,12 @@ async fn an_oversized_request_is_refused_before_decoding() {
 #[tokio::test]
 async fn an_unknown_method_is_unimplemented() {
     let mesh = spawn_mesh(Limits::default()).await;
-    let channel =
-        safra::client::mesh_channel(&mesh.pki.tls("gateway"), "wallet", &mesh.echo.to_string())
-            .expect("channel");
+    let channel = safra::transport::client::mesh_channel(
+        &mesh.pki.tls("gateway"),
+        "wallet",
+        &mesh.echo.to_string(),
+    )
+    .expect("channel");
     let status = AccountsServiceClient::new(channel)
         .get_me(GetMeRequest {})
         .await
@@ -642,7 +656,7 @@ async fn shutdown_lets_an_in_flight_call_finish_then_stops_serving() {
     let pki = TestPki::new();
     let verifier = Arc::new(TokenVerifier::new(
         DEFAULT_ISSUER,
-        Arc::new(safra::auth::StaticKeys(Arc::default())),
+        Arc::new(safra::identity::auth::StaticKeys(Arc::default())),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -667,8 +681,9 @@ async fn shutdown_lets_an_in_flight_call_finish_then_stops_serving() {
     let serving = tokio::spawn(server.serve(listener, &[], async {
         stopped.await.ok();
     }));
-    let channel = safra::client::mesh_channel(&pki.tls("gateway"), "wallet", &addr.to_string())
-        .expect("channel");
+    let channel =
+        safra::transport::client::mesh_channel(&pki.tls("gateway"), "wallet", &addr.to_string())
+            .expect("channel");
     let mut client = EchoServiceClient::new(channel.clone());
     client.echo(hello()).await.expect("served before the stop");
 

@@ -20,18 +20,18 @@ pub(crate) async fn spawn_service(
     service: Service,
 ) -> (SocketAddr, oneshot::Sender<()>) {
     let tls = pki.tls(service.name());
-    let listener = safra::server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+    let listener = safra::transport::server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let (stop, stopped) = oneshot::channel::<()>();
     // No token is presented in these tests; an empty key set suffices.
-    let verifier = std::sync::Arc::new(safra::auth::TokenVerifier::new(
-        safra::auth::DEFAULT_ISSUER,
-        std::sync::Arc::new(safra::auth::StaticKeys(std::sync::Arc::default())),
+    let verifier = std::sync::Arc::new(safra::identity::auth::TokenVerifier::new(
+        safra::identity::auth::DEFAULT_ISSUER,
+        std::sync::Arc::new(safra::identity::auth::StaticKeys(std::sync::Arc::default())),
     ));
     tokio::spawn(async move {
-        safra::server::serve(service, listener, &tls, verifier, async {
+        safra::transport::server::serve(service, listener, &tls, verifier, async {
             stopped.await.ok();
         })
         .await
@@ -41,8 +41,12 @@ pub(crate) async fn spawn_service(
 }
 
 /// A channel from the gateway's identity to `service` at `addr`.
-fn channel(pki: &TestPki, service: Service, addr: SocketAddr) -> safra::client::MeshChannel {
-    safra::client::mesh_channel(&pki.tls("gateway"), service.name(), &addr.to_string())
+fn channel(
+    pki: &TestPki,
+    service: Service,
+    addr: SocketAddr,
+) -> safra::transport::client::MeshChannel {
+    safra::transport::client::mesh_channel(&pki.tls("gateway"), service.name(), &addr.to_string())
         .expect("a mesh channel")
 }
 

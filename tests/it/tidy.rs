@@ -166,46 +166,118 @@ fn inside_a_service_api_uses_store_and_domain_and_store_uses_only_domain() {
     );
 }
 
-/// The `safra` library's modules each top-level module names (through
-/// `crate::<module>` paths and `use crate::{...}` lists).
+/// The unit of the library a file belongs to: its module, or for the
+/// files of a folder module (`transport/client/retry.rs`) that module, and
+/// inside a group folder the group's module (`contract::gate`).
+fn library_unit(inside: &Path) -> String {
+    let parts: Vec<String> = inside
+        .with_extension("")
+        .components()
+        .filter_map(|part| part.as_os_str().to_str().map(str::to_owned))
+        .collect();
+    let parts: Vec<&str> = parts
+        .iter()
+        .map(String::as_str)
+        .filter(|part| *part != "mod")
+        .collect();
+    let depth = if LIBRARY_GROUPS.contains(&parts[0]) {
+        2
+    } else {
+        1
+    };
+    parts[..parts.len().min(depth)].join("::")
+}
+
+/// Folders of the library that group modules by concern.
+const LIBRARY_GROUPS: [&str; 5] = ["contract", "identity", "transport", "observability", "data"];
+
+/// Every `crate::` path a file names, `use` trees expanded
+/// (`use crate::{a::{b, c}}` names `a::b` and `a::c`).
+fn crate_paths(text: &str) -> Vec<String> {
+    fn expand(prefix: &str, tree: &str, out: &mut Vec<String>) {
+        let tree = tree.trim();
+        if let Some(open) = tree.find('{') {
+            let head = tree[..open].trim().trim_end_matches("::");
+            let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
+            let base = [prefix, head]
+                .iter()
+                .filter(|part| !part.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("::");
+            let mut depth = 0;
+            let mut start = 0;
+            for (index, ch) in inner.char_indices() {
+                match ch {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        expand(&base, &inner[start..index], out);
+                        start = index + 1;
+                    }
+                    _ => {}
+                }
+            }
+            expand(&base, &inner[start..], out);
+        } else if !tree.is_empty() {
+            let leaf = tree.split(" as ").next().unwrap_or(tree).trim();
+            out.push(if prefix.is_empty() {
+                leaf.to_owned()
+            } else {
+                format!("{prefix}::{leaf}")
+            });
+        }
+    }
+    let mut paths = Vec::new();
+    let statements = regex::Regex::new(r"(?s)use crate::(.*?);").expect("regex");
+    for statement in statements.captures_iter(text) {
+        expand("", &statement[1], &mut paths);
+    }
+    let inline = regex::Regex::new(r"crate::((?:[a-z_]+::)*[a-z_]+)").expect("regex");
+    paths.extend(
+        inline
+            .captures_iter(text)
+            .map(|capture| capture[1].to_owned()),
+    );
+    paths
+}
+
+/// The library units each unit names.
 fn library_module_uses() -> BTreeMap<String, BTreeSet<String>> {
     let src = repository_root().join("src");
     let mut files = Vec::new();
     collect(&src, &mut files);
+    let units: BTreeSet<String> = files
+        .iter()
+        .filter_map(|file| file.strip_prefix(&src).ok())
+        .filter(|inside| *inside != Path::new("lib.rs"))
+        .map(library_unit)
+        .collect();
     let mut uses: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let named = regex::Regex::new(r"crate::([a-z_]+)").expect("regex");
-    let listed = regex::Regex::new(r"(?s)use crate::\{(.*?)\};").expect("regex");
-    let item = regex::Regex::new(r"(?:^|[,{\s])([a-z_]+)(?:::|\s*[,}]|\s*$)").expect("regex");
-    for file in files {
-        let inside = file.strip_prefix(&src).unwrap_or(&file);
-        let Some(top) = inside
-            .components()
-            .next()
-            .and_then(|part| part.as_os_str().to_str())
-            .map(|part| part.trim_end_matches(".rs").to_owned())
-        else {
+    for file in &files {
+        let Ok(inside) = file.strip_prefix(&src) else {
             continue;
         };
-        if top == "lib" {
+        if inside == Path::new("lib.rs") {
             continue;
         }
-        let text = fs::read_to_string(&file).unwrap_or_default();
-        let mut names: BTreeSet<String> = named
-            .captures_iter(&text)
-            .map(|capture| capture[1].to_owned())
+        let unit = library_unit(inside);
+        let text = fs::read_to_string(file).unwrap_or_default();
+        let named: BTreeSet<String> = crate_paths(&text)
+            .into_iter()
+            .filter_map(|path| {
+                // The longest unit the path starts with.
+                units
+                    .iter()
+                    .filter(|candidate| {
+                        path == **candidate || path.starts_with(&format!("{candidate}::"))
+                    })
+                    .max_by_key(|candidate| candidate.len())
+                    .cloned()
+            })
+            .filter(|named| *named != unit)
             .collect();
-        for block in listed.captures_iter(&text) {
-            names.extend(
-                item.captures_iter(&block[1])
-                    .map(|capture| capture[1].to_owned()),
-            );
-        }
-        names.remove(&top);
-        uses.entry(top).or_default().extend(names);
-    }
-    let modules: BTreeSet<String> = uses.keys().cloned().collect();
-    for names in uses.values_mut() {
-        names.retain(|name| modules.contains(name));
+        uses.entry(unit).or_default().extend(named);
     }
     uses
 }
@@ -234,8 +306,8 @@ fn the_librarys_modules_form_no_import_circle() {
         "import circles in the safra library: {circles:?}"
     );
     assert!(
-        uses.get("client")
-            .is_some_and(|names| names.contains("auth")),
+        uses.get("transport::client")
+            .is_some_and(|names| names.contains("identity::auth")),
         "the check reads the modules' uses: {uses:?}"
     );
 }

@@ -7,7 +7,7 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use safra::auth::{
+use safra::identity::auth::{
     AuthError, Claims, DEFAULT_ISSUER, PublicKey, SigningKey, StaticKeys, TokenSigner,
     TokenVerifier,
 };
@@ -270,9 +270,9 @@ async fn a_flood_of_unknown_kids_fetches_the_keys_at_most_once() {
 
 #[test]
 fn bearer_values_are_parsed_strictly() {
-    assert_eq!(safra::auth::bearer("Bearer abc"), Some("abc"));
-    assert_eq!(safra::auth::bearer("bearer abc"), Some("abc"));
-    assert_eq!(safra::auth::bearer("Basic abc"), None);
-    assert_eq!(safra::auth::bearer("Bearer "), None);
-    assert_eq!(safra::auth::bearer("abc"), None);
+    assert_eq!(safra::identity::auth::bearer("Bearer abc"), Some("abc"));
+    assert_eq!(safra::identity::auth::bearer("bearer abc"), Some("abc"));
+    assert_eq!(safra::identity::auth::bearer("Basic abc"), None);
+    assert_eq!(safra::identity::auth::bearer("Bearer "), None);
+    assert_eq!(safra::identity::auth::bearer("abc"), None);
 }

@@ -13,8 +13,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use safra::{
     config::{LogConfig, LogFormat},
-    server::Limits,
     testing::echo::v1::{EchoRequest, echo_service_client::EchoServiceClient},
+    transport::server::Limits,
 };
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -101,7 +101,7 @@ async fn one_trace_spans_a_call_through_two_services_and_reaches_otlp() {
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
     let logs = Captured::default();
-    let telemetry = safra::telemetry::init_with_writer(
+    let telemetry = safra::observability::telemetry::init_with_writer(
         &LogConfig {
             format: LogFormat::Json,
             filter: "info".into(),
@@ -125,9 +125,12 @@ async fn one_trace_spans_a_call_through_two_services_and_reaches_otlp() {
 
     let root = tracing::info_span!("test.request");
     let answer = async {
-        let channel =
-            safra::client::mesh_channel(&mesh.pki.tls("gateway"), "wallet", &upstream.to_string())
-                .expect("channel");
+        let channel = safra::transport::client::mesh_channel(
+            &mesh.pki.tls("gateway"),
+            "wallet",
+            &upstream.to_string(),
+        )
+        .expect("channel");
         EchoServiceClient::new(channel)
             .echo(EchoRequest {
                 message: "relay".into(),

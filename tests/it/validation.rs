@@ -5,14 +5,14 @@ use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use safra::{
     accounts::v1::{RegisterRequest, Role},
+    contract::validate::Validator,
     google::r#type::Date,
     marketplace::v1::{CreateOfferingRequest, Installment, ListOfferingsRequest, Offering},
     r#type::v1::Money,
-    validate::Validator,
 };
 
 fn descriptor(name: &str) -> MessageDescriptor {
-    safra::descriptor::pool()
+    safra::contract::descriptor::pool()
         .expect("pool")
         .get_message_by_name(name)
         .unwrap_or_else(|| panic!("{name} exists"))
@@ -20,7 +20,7 @@ fn descriptor(name: &str) -> MessageDescriptor {
 
 /// Violations of `message` as `(path, reason)` pairs.
 fn violations(name: &str, message: &impl Message) -> Vec<(String, &'static str)> {
-    let pool = safra::descriptor::pool().expect("pool");
+    let pool = safra::contract::descriptor::pool().expect("pool");
     let validator = Validator::new(&pool).expect("patterns compile");
     let dynamic = DynamicMessage::decode(descriptor(name), message.encode_to_vec().as_slice())
         .expect("decodes");

@@ -23,19 +23,19 @@ use safra::{
         LoginRequest, RegisterRequest, Role, accounts_service_client::AccountsServiceClient,
         accounts_service_server::AccountsServiceServer,
     },
-    auth::{DEFAULT_ISSUER, TokenVerifier},
-    client::AccountsJwks,
-    client::{
-        MeshChannel,
-        retry::{Retrier, RetryPolicy},
-    },
-    db::{self, Database},
+    data::db::{self, Database},
+    identity::auth::{DEFAULT_ISSUER, TokenVerifier},
     marketplace::v1::{
         CreateOfferingRequest, GetOfferingRequest, Installment, InvestRequest, InvestmentStatus,
         Offering, marketplace_service_client::MarketplaceServiceClient,
     },
     mesh::Service,
-    server::MeshServer,
+    transport::client::AccountsJwks,
+    transport::client::{
+        MeshChannel,
+        retry::{Retrier, RetryPolicy},
+    },
+    transport::server::MeshServer,
     r#type::v1::Money,
     wallet::v1::{
         DepositRequest, GetWalletRequest, wallet_service_client::WalletServiceClient,
@@ -171,16 +171,20 @@ async fn spawn_accounts_and_wallet(
     tokio::spawn(server.serve(accounts_listener, &[], std::future::pending()));
 
     let wallet_tls = pki.tls("wallet");
-    let jwks = safra::client::mesh_channel(&wallet_tls, "accounts", &accounts_addr.to_string())
-        .expect("channel");
+    let jwks =
+        safra::transport::client::mesh_channel(&wallet_tls, "accounts", &accounts_addr.to_string())
+            .expect("channel");
     let verifier = Arc::new(TokenVerifier::new(
         DEFAULT_ISSUER,
         Arc::new(AccountsJwks::new(jwks)),
     ));
-    let to_marketplace =
-        safra::client::mesh_channel(&wallet_tls, "marketplace", &marketplace.to_string())
-            .expect("channel");
-    let pool = safra::descriptor::pool().expect("contracts");
+    let to_marketplace = safra::transport::client::mesh_channel(
+        &wallet_tls,
+        "marketplace",
+        &marketplace.to_string(),
+    )
+    .expect("channel");
+    let pool = safra::contract::descriptor::pool().expect("contracts");
     let wallet = safra_wallet::api::Wallets::new(
         Database::connect(&wallet_db.config()).await.expect("pool"),
         to_marketplace,
@@ -238,7 +242,8 @@ async fn a_marketplace_killed_between_the_debit_and_its_commit_loses_nothing() {
 
     let gateway = pki.tls("gateway");
     let channel = |service: &str, addr: SocketAddr| {
-        safra::client::mesh_channel(&gateway, service, &addr.to_string()).expect("channel")
+        safra::transport::client::mesh_channel(&gateway, service, &addr.to_string())
+            .expect("channel")
     };
     let mut accounts = AccountsServiceClient::new(channel("accounts", accounts_addr));
     let mut wallet = WalletServiceClient::new(channel("wallet", wallet_addr));

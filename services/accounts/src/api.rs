@@ -16,10 +16,12 @@ use safra::{
         RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse, Role as ProtoRole,
         User, accounts_service_server::AccountsService,
     },
-    auth::{AuthenticatedUser, KeySource, KeysFuture, PublicKey, SigningKey, TokenSigner},
-    db::Database,
-    status::{self, Violation},
-    tls::PeerInfo,
+    contract::status::{self, Violation},
+    data::db::Database,
+    identity::auth::{
+        AuthenticatedUser, KeySource, KeysFuture, PublicKey, SigningKey, TokenSigner,
+    },
+    identity::tls::PeerInfo,
     r#type::v1::{ErrorReason, PageToken},
 };
 use sha2::{Digest, Sha256};
@@ -59,7 +61,7 @@ pub struct TokenSettings {
 impl Default for TokenSettings {
     fn default() -> Self {
         Self {
-            issuer: safra::auth::DEFAULT_ISSUER.to_owned(),
+            issuer: safra::identity::auth::DEFAULT_ISSUER.to_owned(),
             access_lifetime: Duration::from_secs(15 * 60),
             refresh_lifetime: Duration::from_secs(30 * 24 * 60 * 60),
         }
@@ -382,7 +384,7 @@ fn audit(actor: Option<Uuid>, action: &str, subject: &str, detail: &str) -> stor
         action: action.to_owned(),
         subject: Some(subject.to_owned()),
         detail: detail.to_owned(),
-        trace_id: safra::telemetry::current_trace_id(),
+        trace_id: safra::observability::telemetry::current_trace_id(),
     }
 }
 
@@ -409,14 +411,14 @@ struct StoredKeys {
 impl KeySource for StoredKeys {
     fn fetch(&self) -> KeysFuture<'_> {
         Box::pin(async move {
-            let mut conn = self
-                .db
-                .connection()
-                .await
-                .map_err(|error| safra::auth::AuthError::KeysUnavailable(error.to_string()))?;
+            let mut conn = self.db.connection().await.map_err(|error| {
+                safra::identity::auth::AuthError::KeysUnavailable(error.to_string())
+            })?;
             let rows = store::published_signing_keys(&mut conn, Utc::now())
                 .await
-                .map_err(|error| safra::auth::AuthError::KeysUnavailable(error.to_string()))?;
+                .map_err(|error| {
+                    safra::identity::auth::AuthError::KeysUnavailable(error.to_string())
+                })?;
             Ok(rows
                 .into_iter()
                 .map(|row| PublicKey {

@@ -64,7 +64,7 @@ pub enum AccountsError {
     PageToken,
     /// The database failed.
     #[error(transparent)]
-    Database(#[from] safra::db::DbError),
+    Database(#[from] safra::data::db::DbError),
     /// Anything else: logged, never sent.
     #[error("{0}")]
     Internal(String),

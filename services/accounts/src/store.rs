@@ -66,7 +66,7 @@ pub enum StoreError {
 /// this file names diesel.
 impl From<DieselError> for AccountsError {
     fn from(error: DieselError) -> Self {
-        AccountsError::Database(safra::db::DbError::Query(error))
+        AccountsError::Database(safra::data::db::DbError::Query(error))
     }
 }
 
@@ -579,7 +579,7 @@ pub async fn published_signing_keys(
 
 #[cfg(test)]
 mod tests {
-    use safra::db;
+    use safra::data::db;
     use safra_test_support::TestDatabase;
 
     use super::*;

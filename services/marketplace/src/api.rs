@@ -15,14 +15,16 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use chrono::{Datelike, NaiveDate, Utc};
 use safra::{
-    auth::AuthenticatedUser,
-    client::{CallContext, MeshChannel, retry::Retrier},
-    db::Database,
+    contract::status::{self, Violation},
+    data::db::Database,
+    data::outbox::OutboxEvent,
+    data::paging::{self, from_timestamp, timestamp},
     events::v1::{
         InvestmentCreated, OfferingCancelled, OfferingFunded,
         offering_cancelled::Reason as CancelledReason,
     },
     google::r#type::Date,
+    identity::auth::AuthenticatedUser,
     marketplace::v1::{
         CancelOfferingRequest, CancelOfferingResponse, CancelReason as ProtoCancelReason,
         CreateOfferingRequest, CreateOfferingResponse, GetOfferingRequest, Holder, Installment,
@@ -31,9 +33,7 @@ use safra::{
         ListOfferingsResponse, Offering, OfferingStatus,
         marketplace_service_server::MarketplaceService,
     },
-    outbox::OutboxEvent,
-    paging::{self, from_timestamp, timestamp},
-    status::{self, Violation},
+    transport::client::{CallContext, MeshChannel, retry::Retrier},
     r#type::v1::{ErrorReason, Money, PageToken},
     wallet::v1::{
         CreditRequest, DebitRequest, TransactionKind, wallet_service_client::WalletServiceClient,

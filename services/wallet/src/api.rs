@@ -8,17 +8,17 @@
 use std::sync::Arc;
 
 use safra::{
-    auth::AuthenticatedUser,
-    client::{CallContext, MeshChannel, retry::Retrier},
-    db::Database,
+    contract::status::{self, Violation},
+    data::db::Database,
+    data::outbox::OutboxEvent,
+    data::paging::{self, timestamp},
     events::v1::PaymentConfirmed,
+    identity::auth::AuthenticatedUser,
     marketplace::v1::{
         GetOfferingRequest, Offering, OfferingStatus as ProtoOfferingStatus,
         marketplace_service_client::MarketplaceServiceClient,
     },
-    outbox::OutboxEvent,
-    paging::{self, timestamp},
-    status::{self, Violation},
+    transport::client::{CallContext, MeshChannel, retry::Retrier},
     r#type::v1::{ErrorReason, Money},
     wallet::v1::{
         CreditRequest, CreditResponse, DebitRequest, DebitResponse, DepositRequest,

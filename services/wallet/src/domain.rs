@@ -306,7 +306,7 @@ pub enum WalletError {
     PageToken,
     /// The database failed.
     #[error(transparent)]
-    Database(#[from] safra::db::DbError),
+    Database(#[from] safra::data::db::DbError),
     /// Anything else: logged, never sent.
     #[error("{0}")]
     Internal(String),

@@ -10,7 +10,7 @@ use diesel::{
     result::{DatabaseErrorKind, Error as DieselError},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use safra::{db::DbError, outbox::OutboxEvent, paging::Keyset};
+use safra::{data::db::DbError, data::outbox::OutboxEvent, data::paging::Keyset};
 use uuid::Uuid;
 
 use crate::{

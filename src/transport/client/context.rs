@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tonic::{Request, Status, metadata::MetadataValue};
 
-use crate::auth::AuthenticatedUser;
+use crate::identity::auth::AuthenticatedUser;
 
 /// Time kept back from the inbound deadline for the answer's way back.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(5);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::MeshChannel;
-use crate::auth::{AuthError, KeySource, KeysFuture, PublicKey};
+use crate::identity::auth::{AuthError, KeySource, KeysFuture, PublicKey};
 
 /// The key set as the accounts service publishes it (GetJwks), fetched over
 /// a mesh channel: what every other service verifies tokens with.

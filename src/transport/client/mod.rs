@@ -40,8 +40,8 @@ use tower::ServiceExt;
 pub use self::context::{CallContext, DEADLINE_MARGIN, parse_grpc_timeout};
 pub use self::jwks::AccountsJwks;
 use crate::{
-    coalesce::Coalesced,
-    tls::{MeshTls, TlsError},
+    identity::tls::{MeshTls, TlsError},
+    transport::coalesce::Coalesced,
 };
 
 /// How long establishing a connection (TCP and TLS) may take.
@@ -312,7 +312,7 @@ impl tower::Service<http::Request<Body>> for MeshChannel {
             rpc.method = %path,
             server.address = %backend.authority,
         );
-        span.in_scope(|| crate::telemetry::inject(request.headers_mut()));
+        span.in_scope(|| crate::observability::telemetry::inject(request.headers_mut()));
         let call = async move {
             backend.in_flight.fetch_add(1, Ordering::Relaxed);
             let outcome = match backend.channel.clone().ready_oneshot().await {

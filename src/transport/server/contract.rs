@@ -22,12 +22,12 @@ use prost_reflect::{DescriptorPool, DynamicMessage};
 use tonic::{Status, body::Body};
 
 use crate::{
-    auth::TokenVerifier,
-    gate::{Gate, MethodPolicy, authorize, authorize_scope},
-    status,
-    tls::PeerInfo,
+    contract::gate::{Gate, MethodPolicy, authorize, authorize_scope},
+    contract::status,
+    contract::validate::BadPattern,
+    identity::auth::TokenVerifier,
+    identity::tls::PeerInfo,
     r#type::v1::ErrorReason,
-    validate::BadPattern,
 };
 
 /// The tower layer enforcing the contract's authorization and field rules.

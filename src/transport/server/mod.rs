@@ -26,13 +26,14 @@ pub use self::{
     trace::{TraceLayer, TraceService},
 };
 use crate::{
-    admin::{self, Check},
-    auth::TokenVerifier,
-    contract as declarations, descriptor,
+    contract as declarations,
+    contract::descriptor,
+    contract::validate::BadPattern,
+    identity::auth::TokenVerifier,
+    identity::tls::{self, MeshTls, TlsError},
     mesh::Service,
-    metrics::{Metrics, MetricsLayer},
-    tls::{self, MeshTls, TlsError},
-    validate::BadPattern,
+    observability::admin::{self, Check},
+    observability::metrics::{Metrics, MetricsLayer},
 };
 
 /// Why a server could not start or stopped with an error.

@@ -12,7 +12,7 @@ use std::{
 use tonic::body::Body;
 use tracing::Instrument;
 
-use crate::telemetry;
+use crate::observability::telemetry;
 
 /// The tower layer opening a server span per call.
 #[derive(Debug, Clone, Copy, Default)]

@@ -10,12 +10,12 @@ use safra::{
         accounts_service_client::AccountsServiceClient,
         accounts_service_server::AccountsServiceServer,
     },
-    auth::{DEFAULT_ISSUER, TokenVerifier},
-    client::MeshChannel,
-    db::Database,
+    contract::status,
+    data::db::Database,
+    identity::auth::{DEFAULT_ISSUER, TokenVerifier},
     mesh::Service,
-    server::MeshServer,
-    status,
+    transport::client::MeshChannel,
+    transport::server::MeshServer,
 };
 use safra_accounts::{
     api::{Accounts, TokenSettings},
@@ -57,8 +57,9 @@ async fn spawn_accounts() -> Running {
         .expect("server")
         .add_service(AccountsServiceServer::new(accounts.clone()));
     tokio::spawn(server.serve(listener, &[], std::future::pending()));
-    let channel = safra::client::mesh_channel(&pki.tls("gateway"), "accounts", &addr.to_string())
-        .expect("channel");
+    let channel =
+        safra::transport::client::mesh_channel(&pki.tls("gateway"), "accounts", &addr.to_string())
+            .expect("channel");
     Running {
         client: AccountsServiceClient::new(channel),
         database,
@@ -257,7 +258,7 @@ async fn only_admins_make_admins_read_others_and_list_users() {
         .expect("argon2")
         .hash(&Password::new("correct horse battery").expect("valid"))
         .expect("hash");
-    let mut conn = safra::db::connect_once(running.database.url().expose())
+    let mut conn = safra::data::db::connect_once(running.database.url().expose())
         .await
         .expect("connect");
     store::insert_user(
@@ -509,7 +510,7 @@ async fn throttle(database: &TestDatabase, key: &str) -> Option<(i32, bool)> {
         #[diesel(sql_type = Bool)]
         locked: bool,
     }
-    let mut conn = safra::db::connect_once(database.url().expose())
+    let mut conn = safra::data::db::connect_once(database.url().expose())
         .await
         .expect("connect");
     let rows: Vec<Row> = diesel::sql_query(
@@ -564,7 +565,7 @@ async fn failed_logins_are_counted_and_a_locked_account_waits_even_with_the_righ
     assert!(locked, "the sixth failure locks the account");
 
     // Lock it for an hour, so the check below cannot race the clock.
-    let mut conn = safra::db::connect_once(running.database.url().expose())
+    let mut conn = safra::data::db::connect_once(running.database.url().expose())
         .await
         .expect("connect");
     diesel_async::SimpleAsyncConnection::batch_execute(
@@ -607,7 +608,7 @@ async fn the_client_address_comes_from_x_forwarded_for_only_when_the_gateway_sen
     );
 
     // The same header from another service is not believed.
-    let channel = safra::client::mesh_channel(
+    let channel = safra::transport::client::mesh_channel(
         &running._pki.tls("marketplace"),
         "accounts",
         &running.addr.to_string(),
@@ -643,7 +644,7 @@ async fn audited(database: &TestDatabase) -> Vec<(String, bool)> {
         #[diesel(sql_type = Bool)]
         has_actor: bool,
     }
-    let mut conn = safra::db::connect_once(database.url().expose())
+    let mut conn = safra::data::db::connect_once(database.url().expose())
         .await
         .expect("connect");
     let rows: Vec<Row> = diesel::sql_query(
