@@ -18,6 +18,8 @@ use safra::{
     },
     contract::status::{self, Violation},
     data::db::Database,
+    data::outbox::OutboxEvent,
+    events::v1::UserRegistered,
     identity::auth::{
         AuthenticatedUser, KeySource, KeysFuture, PublicKey, SigningKey, TokenSigner,
     },
@@ -227,7 +229,7 @@ impl Accounts {
             role: Role::Admin.as_str(),
         };
         let record = audit(None, "admin.bootstrapped", &admin.id.to_string(), "admin");
-        let created = store::insert_audited_user(&mut conn, &admin, &record).await;
+        let created = store::insert_audited_user(&mut conn, &admin, &record, registered).await;
         match created {
             Ok(_) => Ok(true),
             // Another replica made it first.
@@ -388,6 +390,21 @@ fn audit(actor: Option<Uuid>, action: &str, subject: &str, detail: &str) -> stor
     }
 }
 
+/// The UserRegistered event of a stored user, for the outbox.
+fn registered(row: &UserRow) -> OutboxEvent {
+    OutboxEvent::new(
+        "accounts",
+        format!("user:{}", row.id),
+        &UserRegistered {
+            user_id: row.id.to_string(),
+            email: row.email.clone(),
+            display_name: row.display_name.clone(),
+            role: proto_role(&row.role) as i32,
+            register_time: Some(timestamp(row.create_time)),
+        },
+    )
+}
+
 /// 256 random bits, base64url: an opaque refresh token.
 fn random_token() -> Result<String, AccountsError> {
     let mut bytes = [0_u8; 32];
@@ -538,10 +555,11 @@ impl AccountsService for Accounts {
                         &user.id.to_string(),
                         role.as_str(),
                     ),
+                    registered,
                 )
                 .await
             }
-            None => store::insert_user(&mut conn, &user).await,
+            None => store::insert_user(&mut conn, &user, registered).await,
         }
         .map_err(AccountsError::from)?;
         Ok(Response::new(RegisterResponse {

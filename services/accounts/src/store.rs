@@ -6,8 +6,10 @@ use diesel::{
     prelude::*,
     result::{DatabaseErrorKind, Error as DieselError},
 };
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
+
+use safra::data::outbox::OutboxEvent;
 
 use crate::{
     domain::AccountsError,
@@ -120,33 +122,55 @@ pub async fn insert_audit(
     .map(drop)
 }
 
-/// Stores `user` and, in the same transaction, its audit record.
+/// Stores `user` and, in the same transaction, its audit record and the
+/// event `registered` describes it with.
 ///
 /// # Errors
 /// [`StoreError`].
-pub async fn insert_audited_user(
+pub async fn insert_audited_user<F>(
     conn: &mut AsyncPgConnection,
     user: &NewUser<'_>,
     record: &NewAudit,
-) -> Result<UserRow, StoreError> {
-    use diesel_async::AsyncConnection;
-
+    registered: F,
+) -> Result<UserRow, StoreError>
+where
+    F: FnOnce(&UserRow) -> OutboxEvent + Send,
+{
     let user = user.clone();
     let record = record.clone();
     conn.transaction(async move |conn| {
-        let row = insert_user(conn, &user).await?;
+        let row = insert_user_row(conn, &user).await?;
         insert_audit(conn, &record).await?;
+        registered(&row).write(conn).await?;
         Ok(row)
     })
     .await
 }
 
-/// Stores `user`; a second user with the same e-mail is [`StoreError::EmailTaken`],
-/// even when two registrations race.
+/// Stores `user` with the event `registered` describes it with (the
+/// outbox row commits with the user); a second user with the same e-mail
+/// is [`StoreError::EmailTaken`], even when two registrations race.
 ///
 /// # Errors
 /// [`StoreError`].
-pub async fn insert_user(
+pub async fn insert_user<F>(
+    conn: &mut AsyncPgConnection,
+    user: &NewUser<'_>,
+    registered: F,
+) -> Result<UserRow, StoreError>
+where
+    F: FnOnce(&UserRow) -> OutboxEvent + Send,
+{
+    let user = user.clone();
+    conn.transaction(async move |conn| {
+        let row = insert_user_row(conn, &user).await?;
+        registered(&row).write(conn).await?;
+        Ok(row)
+    })
+    .await
+}
+
+async fn insert_user_row(
     conn: &mut AsyncPgConnection,
     user: &NewUser<'_>,
 ) -> Result<UserRow, StoreError> {
@@ -296,8 +320,6 @@ pub async fn rotate_refresh_token(
     successor_expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Rotation, DieselError> {
-    use diesel_async::AsyncConnection;
-
     let presented = presented.to_vec();
     let successor = successor.to_vec();
     conn.transaction(async move |conn| {
@@ -501,8 +523,6 @@ pub async fn rotate_signing_key(
     now: DateTime<Utc>,
     token_lifetime: chrono::Duration,
 ) -> Result<SigningKeyRow, DieselError> {
-    use diesel_async::AsyncConnection;
-
     let key = key.clone();
     conn.transaction(async move |conn| {
         diesel::sql_query(
@@ -584,6 +604,14 @@ mod tests {
 
     use super::*;
 
+    fn test_event(row: &UserRow) -> OutboxEvent {
+        OutboxEvent::new(
+            "accounts",
+            format!("user:{}", row.id),
+            &safra::events::v1::UserRegistered::default(),
+        )
+    }
+
     fn new_user<'a>(email: &'a str, role: &'a str) -> NewUser<'a> {
         NewUser {
             id: Uuid::new_v4(),
@@ -662,9 +690,13 @@ mod tests {
     }
 
     async fn session(conn: &mut AsyncPgConnection) -> (Uuid, Vec<u8>) {
-        let user = insert_user(conn, &new_user("ana@fazenda.com.br", "investor"))
-            .await
-            .expect("user");
+        let user = insert_user(
+            conn,
+            &new_user("ana@fazenda.com.br", "investor"),
+            test_event,
+        )
+        .await
+        .expect("user");
         let token = b"first-token-hash-0123456789abcdef".to_vec();
         insert_refresh_token(
             conn,
@@ -868,9 +900,13 @@ mod tests {
     #[tokio::test]
     async fn a_user_is_stored_and_found_by_email_and_id() {
         let (_database, mut conn) = database().await;
-        let stored = insert_user(&mut conn, &new_user("ana@fazenda.com.br", "producer"))
-            .await
-            .expect("stored");
+        let stored = insert_user(
+            &mut conn,
+            &new_user("ana@fazenda.com.br", "producer"),
+            test_event,
+        )
+        .await
+        .expect("stored");
         let by_email = user_by_email(&mut conn, "ana@fazenda.com.br")
             .await
             .expect("query");
@@ -890,10 +926,19 @@ mod tests {
     #[tokio::test]
     async fn a_second_registration_of_an_email_is_refused() {
         let (_database, mut conn) = database().await;
-        insert_user(&mut conn, &new_user("ana@fazenda.com.br", "producer"))
-            .await
-            .expect("first");
-        let second = insert_user(&mut conn, &new_user("ana@fazenda.com.br", "investor")).await;
+        insert_user(
+            &mut conn,
+            &new_user("ana@fazenda.com.br", "producer"),
+            test_event,
+        )
+        .await
+        .expect("first");
+        let second = insert_user(
+            &mut conn,
+            &new_user("ana@fazenda.com.br", "investor"),
+            test_event,
+        )
+        .await;
         assert!(matches!(second, Err(StoreError::EmailTaken)), "{second:?}");
     }
 
@@ -907,7 +952,7 @@ mod tests {
             } else {
                 "producer"
             };
-            insert_user(&mut conn, &new_user(&email, role))
+            insert_user(&mut conn, &new_user(&email, role), test_event)
                 .await
                 .expect("stored");
         }

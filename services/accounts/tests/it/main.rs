@@ -270,6 +270,13 @@ async fn only_admins_make_admins_read_others_and_list_users() {
             display_name: "Admin",
             role: "admin",
         },
+        |row| {
+            safra::data::outbox::OutboxEvent::new(
+                "accounts",
+                format!("user:{}", row.id),
+                &safra::events::v1::UserRegistered::default(),
+            )
+        },
     )
     .await
     .expect("admin");
@@ -696,4 +703,67 @@ async fn admin_acts_and_key_rotations_are_audited() {
             ("signing_key.rotated".to_owned(), false),
         ]
     );
+}
+
+#[derive(diesel::QueryableByName)]
+struct OutboxRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    aggregate_key: String,
+    #[diesel(sql_type = diesel::sql_types::Bytea)]
+    payload: Vec<u8>,
+}
+
+#[tokio::test]
+async fn registering_writes_user_registered_with_the_user_and_a_refused_one_writes_nothing() {
+    use prost::Message;
+
+    let mut running = spawn_accounts().await;
+    let user = running
+        .client
+        .register(register("ana@x.io", Role::Producer))
+        .await
+        .expect("registered")
+        .into_inner()
+        .user
+        .expect("user");
+    running
+        .client
+        .register(register("ANA@x.io", Role::Investor))
+        .await
+        .expect_err("taken");
+    let mut conn = safra::data::db::connect_once(running.database.url().expose())
+        .await
+        .expect("connect");
+    let rows: Vec<OutboxRow> = diesel_async::RunQueryDsl::load(
+        diesel::sql_query(
+            "SELECT aggregate_key, payload FROM outbox WHERE event_type = 'safra.events.v1.UserRegistered'",
+        ),
+        &mut conn,
+    )
+    .await
+    .expect("outbox");
+    assert_eq!(rows.len(), 1, "one event, for the user that was stored");
+    assert_eq!(rows[0].aggregate_key, format!("user:{}", user.id));
+    let envelope =
+        safra::events::v1::Envelope::decode(rows[0].payload.as_slice()).expect("an envelope");
+    assert_eq!(
+        (envelope.r#type.as_str(), envelope.producer.as_str()),
+        ("safra.events.v1.UserRegistered", "accounts")
+    );
+    let payload = envelope.payload.expect("payload");
+    assert_eq!(
+        payload.type_url,
+        "type.googleapis.com/safra.events.v1.UserRegistered"
+    );
+    let registered =
+        safra::events::v1::UserRegistered::decode(payload.value.as_slice()).expect("decodes");
+    assert_eq!(
+        (
+            registered.user_id.as_str(),
+            registered.email.as_str(),
+            registered.role()
+        ),
+        (user.id.as_str(), "ana@x.io", Role::Producer)
+    );
+    assert_eq!(registered.register_time, user.create_time);
 }
