@@ -409,10 +409,23 @@ fn endpoint(reader: Reader<'_>, variable: &str, service: Service) -> Result<Stri
         variable,
         &format!("https://{}", service.default_listen_addr()),
     )?;
-    if mesh::endpoint_authority(&url).is_none() {
+    // A comma-separated list; each entry `host:port`, `https://host:port`
+    // or `dns://host:port` (re-resolved by the client).
+    let entries: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .collect();
+    let bad = entries.iter().find(|entry| {
+        mesh::endpoint_authority(entry.strip_prefix("dns://").unwrap_or(entry)).is_none()
+    });
+    if entries.is_empty() || bad.is_some() {
         return Err(ConfigError {
             variable: variable.to_owned(),
-            problem: format!("'{url}' is not an endpoint like https://127.0.0.1:7003"),
+            problem: format!(
+                "'{}' is not an endpoint like https://127.0.0.1:7003 or dns://wallet:7003",
+                bad.unwrap_or(&url.as_str())
+            ),
         });
     }
     Ok(url)
@@ -499,6 +512,31 @@ fn origins(reader: Reader<'_>) -> Result<Vec<String>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_urls_are_lists_of_fixed_or_dns_endpoints() {
+        let source = |value: &str| {
+            HashMap::from([("SAFRA_WALLET_URL".to_owned(), value.to_owned())])
+        };
+        for good in [
+            "https://127.0.0.1:7003",
+            "wallet:7003",
+            "dns://safra-wallet-headless:7003",
+            "https://10.0.0.1:7003, https://10.0.0.2:7003",
+        ] {
+            let values = source(good);
+            assert_eq!(
+                peer_endpoint(Reader::new(&values), Service::Wallet).ok().as_deref(),
+                Some(good),
+                "{good}"
+            );
+        }
+        for bad in ["dns://wallet", "ftp://x:1/y", " , ", "https://a:1, nonsense"] {
+            let values = source(bad);
+            let error = peer_endpoint(Reader::new(&values), Service::Wallet).expect_err(bad);
+            assert_eq!(error.variable, "SAFRA_WALLET_URL", "{bad}");
+        }
+    }
 
     fn source(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
