@@ -29,6 +29,10 @@ COPY rust-toolchain.toml ./
 RUN rustup toolchain install
 COPY . .
 COPY --from=console /src/gateway/console/dist gateway/console/dist
+# `docker build --build-arg SAFRA_GIT_REVISION=$(git rev-parse --short=12 HEAD)`:
+# .dockerignore keeps .git out, so the binary learns its revision from here.
+ARG SAFRA_GIT_REVISION=unknown
+ENV SAFRA_GIT_REVISION=${SAFRA_GIT_REVISION}
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin safra \

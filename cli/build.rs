@@ -1,9 +1,19 @@
 //! Stamps the binary with the git revision it was built from, for
-//! `safra --version` and the `safra_build_info` metric.
+//! `safra --version` and the `safra_build_info` metric: `SAFRA_GIT_REVISION`
+//! when the build is given one (a container build without `.git`), else
+//! what git says.
 
 use std::process::Command;
 
 fn main() {
+    // An image built without .git passes the revision in (a build argument).
+    println!("cargo:rerun-if-env-changed=SAFRA_GIT_REVISION");
+    if let Ok(given) = std::env::var("SAFRA_GIT_REVISION")
+        && !given.trim().is_empty()
+    {
+        println!("cargo:rustc-env=SAFRA_GIT_REVISION={}", given.trim());
+        return;
+    }
     let revision = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
