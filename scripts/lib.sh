@@ -129,6 +129,33 @@ assert_fresh_build() {
   fi
 }
 
+# mdBook, for the book in docs/book (built from crates.io once; only the
+# search feature, which the book uses).
+ensure_mdbook() {
+  command -v mdbook >/dev/null || [ -x "$HOME/.cargo/bin/mdbook" ] \
+    || cargo install mdbook --locked --version "^0.4" --no-default-features --features search
+  export PATH="$HOME/.cargo/bin:$PATH"
+}
+
+# The book: the API reference generated from the contracts by the built
+# binary, the site built by mdBook into target/book, and every link in it
+# checked (the checker first shown to catch a broken one).
+build_book() {
+  local safra="$1" broken
+  "$safra" docs reference > docs/book/src/reference/api.md
+  "$safra" docs openapi > docs/book/src/reference/openapi.json
+  mdbook build docs/book >/dev/null
+  broken=$(mktemp -d)
+  printf '<a href="missing.html">x</a><a href="#nowhere">y</a>' > "$broken/index.html"
+  if python3 tools/check_links.py "$broken" 2>/dev/null; then
+    echo "the link checker passed a broken site" >&2
+    rm -rf "$broken"
+    return 1
+  fi
+  rm -rf "$broken"
+  python3 tools/check_links.py target/book
+}
+
 # Prints how long the previous phase took, then names the next.
 PHASE_NAME=""
 PHASE_START=$(date +%s)

@@ -3,12 +3,14 @@
 //! `serve <name>` runs one of them (what `up`, the container image and the
 //! Helm chart start); `certs` makes the development CA and certificates;
 //! `keys` rotates and lists the token-signing keys;
-//! `migrate` applies, reverts or lists migrations.
+//! `migrate` applies, reverts or lists migrations; `docs` prints the
+//! contracts' OpenAPI document or API reference.
 //!
 //! Errors reach the user as one line on stderr and a non-zero exit.
 
 mod catalogue;
 mod certs;
+mod docs;
 mod keys;
 mod migrate;
 mod postgres;
@@ -56,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         action: keys::Action,
     },
+    /// Print the contracts' OpenAPI document or Markdown API reference.
+    Docs {
+        #[command(subcommand)]
+        action: docs::Action,
+    },
     /// Apply, revert or list the migrations of the service databases.
     Migrate {
         #[command(subcommand)]
@@ -74,6 +81,7 @@ async fn main() -> ExitCode {
         Command::Serve { name } => serve::run(name).await,
         Command::Certs { action } => certs::run(&action),
         Command::Keys { action } => keys::run(action).await,
+        Command::Docs { action } => docs::run(action),
         Command::Migrate { action, service } => migrate::run(action, service).await,
     };
     match outcome {

@@ -22,6 +22,7 @@ pub mod errors;
 mod listener;
 pub mod openapi;
 mod proxy;
+pub mod reference;
 mod ratelimit;
 mod readiness;
 mod rest;
@@ -344,6 +345,30 @@ fn client_ip(request: &Request) -> Option<std::net::IpAddr> {
 /// connection (a value the client sent is never trusted).
 fn client_address(request: &Request) -> Option<HeaderValue> {
     client_ip(request).and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok())
+}
+
+/// The published descriptions of the production contracts, made without
+/// serving anything (for `safra docs`): the OpenAPI document, as served at
+/// `/openapi.json`, and the Markdown API reference of [`reference`].
+///
+/// # Errors
+/// [`GatewayError::Contracts`] for contracts that cannot be routed.
+pub fn documents(version: &str) -> Result<(Vec<u8>, String), GatewayError> {
+    let pool = safra::contract::descriptor::pool()
+        .map_err(|error| GatewayError::Contracts(error.to_string()))?;
+    // Only the declarations are read; no token is ever verified here.
+    let verifier = Arc::new(TokenVerifier::new(
+        safra::identity::auth::DEFAULT_ISSUER,
+        Arc::new(safra::identity::auth::StaticKeys(Arc::default())),
+    ));
+    let gate =
+        Gate::new(&pool, verifier).map_err(|error| GatewayError::Contracts(error.to_string()))?;
+    let routes = routes::Routes::new(gate.policies())
+        .map_err(|error| GatewayError::Contracts(error.to_string()))?;
+    let document = openapi::document(&pool, &routes, version);
+    let openapi = serde_json::to_vec_pretty(&document)
+        .map_err(|error| GatewayError::Contracts(error.to_string()))?;
+    Ok((openapi, reference::markdown(&routes)))
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then drains

@@ -20,6 +20,8 @@ use serde_json::{Map, Value, json};
 
 use crate::routes::{Route, Routes};
 
+use safra::contract::comment;
+
 /// How deep query parameters follow nested messages.
 const MAX_QUERY_DEPTH: usize = 3;
 
@@ -337,23 +339,6 @@ fn is_string_like(message: &MessageDescriptor) -> bool {
 
 fn schema_ref(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
-}
-
-/// The comment written above an element in its `.proto` file.
-fn comment(file: &prost_types::FileDescriptorProto, path: &[i32]) -> String {
-    file.source_code_info
-        .as_ref()
-        .and_then(|info| info.location.iter().find(|location| location.path == path))
-        .and_then(|location| location.leading_comments.as_deref())
-        .map(|text| {
-            text.lines()
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join("\n")
-                .trim()
-                .to_owned()
-        })
-        .unwrap_or_default()
 }
 
 /// The component schemas, each message and enum once.

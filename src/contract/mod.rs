@@ -167,6 +167,25 @@ pub fn safra_methods(pool: &DescriptorPool) -> impl Iterator<Item = MethodDescri
         .flat_map(|service| service.methods().collect::<Vec<_>>())
 }
 
+/// The comment written above an element in its `.proto` file (at `path`
+/// in the file's source info), lines trimmed; empty when there is none.
+#[must_use]
+pub fn comment(file: &prost_types::FileDescriptorProto, path: &[i32]) -> String {
+    file.source_code_info
+        .as_ref()
+        .and_then(|info| info.location.iter().find(|location| location.path == path))
+        .and_then(|location| location.leading_comments.as_deref())
+        .map(|text| {
+            text.lines()
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join("\n")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
 /// Every contract problem in `pool`, as sentences naming the element at fault.
 /// An empty list means the contracts are sound.
 #[must_use]
