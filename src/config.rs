@@ -515,9 +515,8 @@ mod tests {
 
     #[test]
     fn peer_urls_are_lists_of_fixed_or_dns_endpoints() {
-        let source = |value: &str| {
-            HashMap::from([("SAFRA_WALLET_URL".to_owned(), value.to_owned())])
-        };
+        let source =
+            |value: &str| HashMap::from([("SAFRA_WALLET_URL".to_owned(), value.to_owned())]);
         for good in [
             "https://127.0.0.1:7003",
             "wallet:7003",
@@ -526,12 +525,19 @@ mod tests {
         ] {
             let values = source(good);
             assert_eq!(
-                peer_endpoint(Reader::new(&values), Service::Wallet).ok().as_deref(),
+                peer_endpoint(Reader::new(&values), Service::Wallet)
+                    .ok()
+                    .as_deref(),
                 Some(good),
                 "{good}"
             );
         }
-        for bad in ["dns://wallet", "ftp://x:1/y", " , ", "https://a:1, nonsense"] {
+        for bad in [
+            "dns://wallet",
+            "ftp://x:1/y",
+            " , ",
+            "https://a:1, nonsense",
+        ] {
             let values = source(bad);
             let error = peer_endpoint(Reader::new(&values), Service::Wallet).expect_err(bad);
             assert_eq!(error.variable, "SAFRA_WALLET_URL", "{bad}");

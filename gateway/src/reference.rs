@@ -49,7 +49,10 @@ pub fn markdown(routes: &Routes) -> String {
         let _ = write!(page, "\n## {service}\n\n");
         push_comment(
             &mut page,
-            &comment(descriptor.parent_file().file_descriptor_proto(), descriptor.path()),
+            &comment(
+                descriptor.parent_file().file_descriptor_proto(),
+                descriptor.path(),
+            ),
         );
         for method in methods {
             method_section(&mut page, &method, &mut messages);
@@ -123,7 +126,10 @@ fn access(method: &MethodDescriptor) -> String {
     match authorization.access() {
         Access::Public => "anyone; a token that is sent is verified".to_owned(),
         Access::SignedIn => "any signed-in user (`authorization: Bearer <token>`)".to_owned(),
-        Access::Roles => format!("signed-in users with role {}", authorization.roles.join(" or ")),
+        Access::Roles => format!(
+            "signed-in users with role {}",
+            authorization.roles.join(" or ")
+        ),
         Access::Internal => format!("mesh services {}", authorization.callers.join(", ")),
         Access::Unspecified => "nobody (unspecified)".to_owned(),
     }
@@ -162,7 +168,10 @@ impl Messages {
             let _ = write!(page, "\n### <a id=\"{}\"></a>`{name}`\n\n", anchor(name));
             push_comment(
                 page,
-                &comment(message.parent_file().file_descriptor_proto(), message.path()),
+                &comment(
+                    message.parent_file().file_descriptor_proto(),
+                    message.path(),
+                ),
             );
             if message.fields().len() == 0 {
                 page.push_str("No fields.\n");
@@ -309,7 +318,10 @@ mod tests {
         for (at, _) in page.match_indices("](#") {
             let rest = &page[at + 3..];
             let target = &rest[..rest.find(')').unwrap_or(0)];
-            assert!(anchors.contains(target), "a link to #{target} with no anchor");
+            assert!(
+                anchors.contains(target),
+                "a link to #{target} with no anchor"
+            );
         }
     }
 }
