@@ -15,6 +15,8 @@
 //!   HTTP port (the last two with `server`);
 //! - [`data`] (feature `db`): PostgreSQL pools and migrations, keyset
 //!   paging, the outbox writer (feature `events`);
+//! - [`bus`] (feature `events`): event delivery over PostgreSQL — the
+//!   outbox relay and subscribers;
 //! - [`config`] and [`mesh`]: typed settings and the catalogue of services.
 //!
 //! Features: `client` (default) generates client stubs; `server` generates
@@ -22,6 +24,8 @@
 //! `events` the event plumbing. An SDK user keeps the default and compiles
 //! neither diesel nor the server side.
 
+#[cfg(feature = "events")]
+pub mod bus;
 pub mod config;
 pub mod contract;
 #[cfg(feature = "db")]

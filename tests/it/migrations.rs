@@ -383,3 +383,8 @@ async fn an_offering_is_never_oversubscribed_in_the_database() {
         );
     }
 }
+
+#[tokio::test]
+async fn bus_migrations_run_up_down_up() {
+    up_down_up("bus", &safra::bus::MIGRATIONS).await;
+}

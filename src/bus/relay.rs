@@ -1,0 +1,106 @@
+//! The outbox relay: publishes a service's unpublished outbox rows to the
+//! bus and marks them published only after the bus committed them. Rows
+//! are claimed per aggregate key (a transaction-scoped advisory lock per
+//! key), so replicas share the work while the events of one aggregate are
+//! published by one relay at a time, in `seq` order. A relay that dies
+//! between publishing and marking publishes the rows again; the log keeps
+//! each event id once.
+
+use diesel::{
+    QueryableByName,
+    sql_types::{Array, BigInt, Bool, Bytea, Text, Uuid as SqlUuid},
+};
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::{
+    BusError,
+    postgres::{Outgoing, PgBus},
+};
+use crate::data::db::Database;
+
+/// Aggregates one relay round takes at most.
+const KEYS_PER_ROUND: i64 = 64;
+
+#[derive(QueryableByName)]
+struct Key {
+    #[diesel(sql_type = Text)]
+    aggregate_key: String,
+}
+
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Bool)]
+    locked: bool,
+}
+
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Text)]
+    aggregate_key: String,
+    #[diesel(sql_type = Text)]
+    event_type: String,
+    #[diesel(sql_type = Bytea)]
+    payload: Vec<u8>,
+}
+
+/// Publishes up to `limit` unpublished rows of `producer`'s outbox to
+/// `bus`; returns how many.
+///
+/// # Errors
+/// Either database; nothing is marked published unless the bus has it.
+pub async fn relay_once(producer: &Database, bus: &PgBus, limit: i64) -> Result<usize, BusError> {
+    let mut conn = producer.connection().await?;
+    let bus = bus.clone();
+    conn.transaction(async move |conn| {
+        let keys: Vec<Key> = diesel::sql_query(
+            "SELECT aggregate_key FROM outbox WHERE published_at IS NULL \
+             GROUP BY aggregate_key ORDER BY min(seq) LIMIT $1",
+        )
+        .bind::<BigInt, _>(KEYS_PER_ROUND)
+        .load(conn)
+        .await?;
+        let mut claimed = Vec::new();
+        for key in keys {
+            let locked: Vec<Locked> = diesel::sql_query(
+                "SELECT pg_try_advisory_xact_lock(hashtextextended('safra.outbox/' || $1, 0)) AS locked",
+            )
+            .bind::<Text, _>(&key.aggregate_key)
+            .load(conn)
+            .await?;
+            if <[Locked]>::first(&locked).is_some_and(|row| row.locked) {
+                claimed.push(key.aggregate_key);
+            }
+        }
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<Row> = diesel::sql_query(
+            "SELECT id, aggregate_key, event_type, payload FROM outbox \
+             WHERE published_at IS NULL AND aggregate_key = ANY($1) ORDER BY seq LIMIT $2",
+        )
+        .bind::<Array<Text>, _>(&claimed)
+        .bind::<BigInt, _>(limit)
+        .load(conn)
+        .await?;
+        let outgoing: Vec<Outgoing> = rows
+            .into_iter()
+            .map(|row| Outgoing {
+                event_id: row.id,
+                event_type: row.event_type,
+                aggregate_key: row.aggregate_key,
+                envelope: row.payload,
+            })
+            .collect();
+        bus.append(&outgoing).await?;
+        let ids: Vec<Uuid> = outgoing.iter().map(|event| event.event_id).collect();
+        diesel::sql_query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+            .bind::<Array<SqlUuid>, _>(&ids)
+            .execute(conn)
+            .await?;
+        Ok(ids.len())
+    })
+    .await
+}

@@ -1,0 +1,277 @@
+//! A subscriber of the PostgreSQL bus: a named competing consumer with its
+//! cursor in the bus and its handled ids and parked events in its own
+//! service's database. One round claims the cursor (SKIP LOCKED: another
+//! replica holding it means this one waits its turn), reads the events
+//! after it and handles those of the types it wants, each in one
+//! transaction of the service's database that also records the event id —
+//! so a redelivered event is recognised and skipped. A failing event is
+//! retried with exponential backoff and full jitter, then parked for the
+//! jobs monitor, and the cursor moves past it. The cursor advances only
+//! when the round ends, so a subscriber killed mid-batch loses nothing: the
+//! next round sees the same events and skips those already handled.
+
+use std::{collections::BTreeSet, future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use diesel::{
+    QueryableByName,
+    sql_types::{BigInt, Bytea, Integer, Text, Uuid as SqlUuid},
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use prost::Message;
+
+use super::{BusError, postgres};
+use crate::{data::db::Database, events::v1::Envelope};
+
+/// Why handling an event failed (retried, then parked with this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerError(pub String);
+
+impl From<diesel::result::Error> for HandlerError {
+    fn from(error: diesel::result::Error) -> Self {
+        HandlerError(error.to_string())
+    }
+}
+
+/// The future a [`Handler`] returns.
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+
+/// What a subscriber does with one event, inside the transaction of its
+/// service's database that records the event as handled.
+pub trait Handler: Send + Sync {
+    /// Applies `envelope` through `conn`.
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        envelope: &'a Envelope,
+    ) -> HandlerFuture<'a>;
+}
+
+/// Retries before an event is parked, and their spacing.
+#[derive(Debug, Clone, Copy)]
+pub struct Retries {
+    /// Attempts in all.
+    pub attempts: u32,
+    /// The backoff before the first retry; it doubles each time.
+    pub base: Duration,
+    /// The longest backoff.
+    pub max: Duration,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            base: Duration::from_millis(50),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Whether this replica held the cursor (another one may have).
+    pub claimed: bool,
+    /// Events handled now.
+    pub handled: usize,
+    /// Events handled before (a redelivery), skipped.
+    pub duplicates: usize,
+    /// Events of types this subscriber does not want.
+    pub ignored: usize,
+    /// Events parked after their last attempt.
+    pub parked: usize,
+}
+
+/// A named subscriber.
+#[derive(Clone)]
+pub struct Subscriber {
+    name: String,
+    types: BTreeSet<String>,
+    handler: Arc<dyn Handler>,
+    service: Database,
+    retries: Retries,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("name", &self.name)
+            .field("types", &self.types)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(QueryableByName)]
+struct Cursor {
+    #[diesel(sql_type = BigInt)]
+    position: i64,
+}
+
+impl Subscriber {
+    /// `name` handles the event `types` with `handler`, recording them in
+    /// `service` (its own database).
+    #[must_use]
+    pub fn new(
+        name: impl Into<String>,
+        types: impl IntoIterator<Item = impl Into<String>>,
+        handler: Arc<dyn Handler>,
+        service: Database,
+        retries: Retries,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            types: types.into_iter().map(Into::into).collect(),
+            handler,
+            service,
+            retries,
+        }
+    }
+
+    /// One round over up to `limit` events after the cursor, holding the
+    /// cursor's row lock in `bus` until the round ends.
+    ///
+    /// # Errors
+    /// A database; the cursor then stays where it was.
+    pub async fn round(&self, bus: &mut AsyncPgConnection, limit: i64) -> Result<Round, BusError> {
+        diesel::sql_query(
+            "INSERT INTO subscriber_cursors (subscriber) VALUES ($1) ON CONFLICT DO NOTHING",
+        )
+        .bind::<Text, _>(&self.name)
+        .execute(bus)
+        .await?;
+        bus.transaction(async move |bus| {
+            let cursor: Vec<Cursor> = diesel::sql_query(
+                "SELECT position FROM subscriber_cursors WHERE subscriber = $1 \
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .bind::<Text, _>(&self.name)
+            .load(bus)
+            .await?;
+            let Some(cursor) = <[Cursor]>::first(&cursor) else {
+                return Ok(Round::default());
+            };
+            let mut round = Round {
+                claimed: true,
+                ..Round::default()
+            };
+            let events = postgres::after(bus, cursor.position, limit).await?;
+            let Some(last) = events.last().map(|event| event.position) else {
+                return Ok(round);
+            };
+            for event in &events {
+                if !self.types.contains(&event.event_type) {
+                    round.ignored += 1;
+                    continue;
+                }
+                match self.deliver(event).await? {
+                    Outcome::Handled => round.handled += 1,
+                    Outcome::Duplicate => round.duplicates += 1,
+                    Outcome::Parked => round.parked += 1,
+                }
+            }
+            diesel::sql_query("UPDATE subscriber_cursors SET position = $2 WHERE subscriber = $1")
+                .bind::<Text, _>(&self.name)
+                .bind::<BigInt, _>(last)
+                .execute(bus)
+                .await?;
+            Ok(round)
+        })
+        .await
+    }
+
+    /// Handles `event` with retries; parks it after the last attempt.
+    async fn deliver(&self, event: &postgres::Logged) -> Result<Outcome, BusError> {
+        let envelope = Envelope::decode(event.envelope.as_slice())
+            .map_err(|_| BusError::Envelope(event.event_id))?;
+        let mut last_error = String::new();
+        for attempt in 1..=self.retries.attempts.max(1) {
+            match self.attempt(event, &envelope).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(error) => last_error = error.0,
+            }
+            if attempt < self.retries.attempts {
+                tokio::time::sleep(self.backoff(attempt)).await;
+            }
+        }
+        tracing::warn!(subscriber = %self.name, event = %event.event_id, error = %last_error, "event parked");
+        let mut conn = self.service.connection().await?;
+        diesel::sql_query(
+            "INSERT INTO parked_events (subscriber, event_id, event_type, envelope, attempts, last_error) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (subscriber, event_id) DO UPDATE \
+             SET attempts = parked_events.attempts + excluded.attempts, last_error = excluded.last_error",
+        )
+        .bind::<Text, _>(&self.name)
+        .bind::<SqlUuid, _>(event.event_id)
+        .bind::<Text, _>(&event.event_type)
+        .bind::<Bytea, _>(&event.envelope)
+        .bind::<Integer, _>(i32::try_from(self.retries.attempts).unwrap_or(i32::MAX))
+        .bind::<Text, _>(&last_error)
+        .execute(&mut conn)
+        .await?;
+        Ok(Outcome::Parked)
+    }
+
+    /// One attempt: the handled id and the effect in one transaction.
+    async fn attempt(
+        &self,
+        event: &postgres::Logged,
+        envelope: &Envelope,
+    ) -> Result<Outcome, HandlerError> {
+        let mut conn = self
+            .service
+            .connection()
+            .await
+            .map_err(|error| HandlerError(error.to_string()))?;
+        let handler = self.handler.clone();
+        let name = self.name.clone();
+        let event_id = event.event_id;
+        conn.transaction(async move |conn| {
+            let first = diesel::sql_query(
+                "INSERT INTO processed_events (subscriber, event_id) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind::<Text, _>(&name)
+            .bind::<SqlUuid, _>(event_id)
+            .execute(conn)
+            .await?;
+            if first == 0 {
+                return Ok(Outcome::Duplicate);
+            }
+            handler.handle(conn, envelope).await?;
+            Ok(Outcome::Handled)
+        })
+        .await
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exponential = self
+            .retries
+            .base
+            .saturating_mul(2_u32.saturating_pow(attempt.saturating_sub(1)))
+            .min(self.retries.max);
+        // Full jitter, so replicas retrying together spread out.
+        let millis = u64::try_from(exponential.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Duration::from_millis(u64::from(rand_below(millis)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Handled,
+    Duplicate,
+    Parked,
+}
+
+/// A number below `bound`, from the clock's nanoseconds (jitter needs
+/// spread, not secrecy).
+fn rand_below(bound: u64) -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or(0);
+    u32::try_from(u64::from(nanos) % bound.max(1)).unwrap_or(0)
+}
