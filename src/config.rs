@@ -286,9 +286,25 @@ impl DatabaseConfig {
     /// A missing URL, a URL that is not `postgres://`, or a bad number.
     pub fn read(reader: Reader<'_>) -> Result<Self, ConfigError> {
         let url = reader.required_secret("DATABASE_URL")?;
+        Self::with_url(reader, "DATABASE_URL", url)
+    }
+
+    /// The settings of a second, optional database named by `variable`
+    /// (pool settings shared with the service's own), if it is set.
+    ///
+    /// # Errors
+    /// A URL that is not `postgres://`, or a bad number.
+    pub fn read_optional(reader: Reader<'_>, variable: &str) -> Result<Option<Self>, ConfigError> {
+        match reader.optional_secret(variable)? {
+            Some(url) => Self::with_url(reader, variable, url).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn with_url(reader: Reader<'_>, variable: &str, url: Secret) -> Result<Self, ConfigError> {
         if !(url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://")) {
             return Err(ConfigError {
-                variable: "DATABASE_URL".into(),
+                variable: variable.into(),
                 problem: "must start with postgres:// or postgresql://".into(),
             });
         }
@@ -367,6 +383,10 @@ pub struct ServiceConfig {
     pub jwt_issuer: String,
     /// Logging.
     pub log: LogConfig,
+    /// `SAFRA_BUS_DATABASE_URL`: the PostgreSQL event bus (`safra_events`)
+    /// the service's outbox relay publishes to; unset, events stay in the
+    /// outbox.
+    pub bus_database: Option<DatabaseConfig>,
 }
 
 impl ServiceConfig {
@@ -385,6 +405,7 @@ impl ServiceConfig {
             accounts_url: endpoint(reader, "SAFRA_ACCOUNTS_URL", Service::Accounts)?,
             jwt_issuer: reader.string_or("SAFRA_JWT_ISSUER", DEFAULT_ISSUER)?,
             log: LogConfig::read(reader)?,
+            bus_database: DatabaseConfig::read_optional(reader, "SAFRA_BUS_DATABASE_URL")?,
         })
     }
 }

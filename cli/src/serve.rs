@@ -82,6 +82,17 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                 shutdown::signalled(supervised).await;
                 let _ = stop.send(true);
             });
+            // Events leave the outbox for the bus, when there is one.
+            if let Some(bus) = &config.bus_database {
+                let bus = Database::connect(bus)
+                    .await
+                    .with_context(|| format!("{service}: SAFRA_BUS_DATABASE_URL"))?;
+                tokio::spawn(safra::bus::relay::run(
+                    database.clone(),
+                    safra::bus::postgres::PgBus::new(bus),
+                    when_stopped(stopped.clone()),
+                ));
+            }
             let server = match service {
                 Service::Accounts => {
                     // Accounts verifies the tokens it signs with the keys it publishes.

@@ -155,7 +155,23 @@ async fn prepare_databases(layout: &Layout, server_url: &str) -> anyhow::Result<
         .await
         .with_context(|| format!("migrating database {name}"))?;
     }
+    // The PostgreSQL event bus, shared by the services as a broker is.
+    let bus = bus_database(layout);
+    db::create_database_if_missing(&mut conn, &bus)
+        .await
+        .with_context(|| format!("creating database {bus}"))?;
+    db::migrate_up(
+        &safra::config::Secret::new(db::with_database(server_url, &bus)),
+        &safra::bus::MIGRATIONS,
+    )
+    .await
+    .with_context(|| format!("migrating database {bus}"))?;
     Ok(())
+}
+
+/// The event bus's database on the server: `<prefix>_events`.
+fn bus_database(layout: &Layout) -> String {
+    format!("{}_events", layout.database_prefix)
 }
 
 /// Makes the first admin from `SAFRA_ADMIN_EMAIL` (default
@@ -272,6 +288,10 @@ async fn start_children(
         if *service == Service::Accounts {
             command.env("SAFRA_KEY_ENCRYPTION_KEY_FILE", key_file);
         }
+        command.env(
+            "SAFRA_BUS_DATABASE_URL",
+            db::with_database(server_url, &bus_database(layout)),
+        );
         // Every peer where this run placed it (the JWKS comes from accounts).
         for (peer, peer_listen, _) in &layout.services {
             command.env(

@@ -19,6 +19,13 @@ use super::{
 };
 use crate::data::db::Database;
 
+/// Rows one relay round publishes at most.
+const ROWS_PER_ROUND: i64 = 500;
+/// How long an idle relay waits before looking again.
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long it waits after a failure (a database away).
+const FAILURE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Aggregates one relay round takes at most.
 const KEYS_PER_ROUND: i64 = 64;
 
@@ -103,4 +110,25 @@ pub async fn relay_once(producer: &Database, bus: &PgBus, limit: i64) -> Result<
         Ok(ids.len())
     })
     .await
+}
+
+/// Relays `producer`'s outbox to `bus` until `stop` resolves: rounds back
+/// to back while there is work, a short wait when there is none, a longer
+/// one after a failure (logged; nothing is marked that the bus lacks).
+pub async fn run(producer: Database, bus: PgBus, stop: impl std::future::Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        let wait = match relay_once(&producer, &bus, ROWS_PER_ROUND).await {
+            Ok(0) => IDLE_WAIT,
+            Ok(_) => std::time::Duration::ZERO,
+            Err(error) => {
+                tracing::warn!(%error, "outbox relay round failed");
+                FAILURE_WAIT
+            }
+        };
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
 }

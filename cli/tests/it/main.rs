@@ -205,6 +205,45 @@ fn port_released(addr: SocketAddr, within: Duration) -> bool {
     false
 }
 
+/// Whether the event bus of the run with `prefix` holds an event of
+/// `event_type` within `patience`.
+fn bus_holds(prefix: &str, event_type: &str, patience: Duration) -> bool {
+    use diesel_async::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = safra::data::db::with_database(
+        &safra_test_support::server_url(),
+        &format!("{prefix}_events"),
+    );
+    runtime.block_on(async {
+        let mut conn = safra::data::db::connect_once(&url)
+            .await
+            .expect("the bus database");
+        let start = Instant::now();
+        while start.elapsed() < patience {
+            let rows: Vec<Count> =
+                diesel::sql_query("SELECT count(*) AS n FROM event_log WHERE event_type = $1")
+                    .bind::<diesel::sql_types::Text, _>(event_type)
+                    .load(&mut conn)
+                    .await
+                    .expect("the event log");
+            if rows.iter().any(|row| row.n > 0) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    })
+}
+
 fn drop_databases(prefix: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -353,6 +392,16 @@ fn the_gateway_serves_rest_grpc_and_the_console_in_front_of_the_real_mesh() {
         head.to_lowercase()
             .contains("cache-control: public, max-age="),
         "{head}"
+    );
+    // The registration's UserRegistered left the accounts outbox for the
+    // event bus, relayed by the accounts process.
+    assert!(
+        bus_holds(
+            &prefix,
+            "safra.events.v1.UserRegistered",
+            Duration::from_secs(30)
+        ),
+        "UserRegistered reached {prefix}_events"
     );
     // The wallet opens on first use; a service without handlers yet
     // answers through the normal path.
