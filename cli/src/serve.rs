@@ -8,6 +8,7 @@ use safra::{
     accounts::v1::accounts_service_server::AccountsServiceServer,
     config::{Environment, GatewayConfig, Reader, ServiceConfig, peer_endpoint},
     data::db::Database,
+    distribution::v1::distribution_service_server::DistributionServiceServer,
     identity::auth::TokenVerifier,
     identity::tls::{MeshTls, TlsPaths},
     marketplace::v1::marketplace_service_server::MarketplaceServiceServer,
@@ -82,17 +83,35 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                 shutdown::signalled(supervised).await;
                 let _ = stop.send(true);
             });
-            // Events leave the outbox for the bus, when there is one.
-            if let Some(bus) = &config.bus_database {
-                let bus = Database::connect(bus)
-                    .await
-                    .with_context(|| format!("{service}: SAFRA_BUS_DATABASE_URL"))?;
-                tokio::spawn(safra::bus::relay::run(
-                    database.clone(),
-                    safra::bus::postgres::PgBus::new(bus),
-                    when_stopped(stopped.clone()),
-                ));
-            }
+            // Events leave the outbox for the bus, when there is one, and the
+            // service's subscribers follow it.
+            let bus = match &config.bus_database {
+                Some(bus) => {
+                    let bus = Database::connect(bus)
+                        .await
+                        .with_context(|| format!("{service}: SAFRA_BUS_DATABASE_URL"))?;
+                    let bus = safra::bus::postgres::PgBus::new(bus);
+                    tokio::spawn(safra::bus::relay::run(
+                        database.clone(),
+                        bus.clone(),
+                        when_stopped(stopped.clone()),
+                    ));
+                    Some(bus)
+                }
+                None => None,
+            };
+            let subscribe = |subscribers: Vec<safra::bus::subscriber::Subscriber>| {
+                let Some(bus) = &bus else {
+                    if !subscribers.is_empty() {
+                        tracing::warn!(%service, "no SAFRA_BUS_DATABASE_URL: this service follows no events");
+                    }
+                    return;
+                };
+                for subscriber in subscribers {
+                    tokio::spawn(subscriber.run(bus.clone(), when_stopped(stopped.clone())));
+                }
+            };
+            let retries = safra::bus::subscriber::Retries::default();
             let server = match service {
                 Service::Accounts => {
                     // Accounts verifies the tokens it signs with the keys it publishes.
@@ -106,6 +125,7 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                 }
                 Service::Marketplace => {
                     let marketplace = marketplace(reader, &tls, database)?;
+                    subscribe(marketplace.subscribers(retries));
                     tokio::spawn(
                         marketplace
                             .clone()
@@ -119,9 +139,18 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                     MeshServer::new(service, tls, verifier)?
                         .add_service(WalletServiceServer::new(wallet))
                 }
-                Service::Distribution | Service::Notifications => {
+                Service::Distribution => {
+                    let distributions = distribution(reader, &tls, database)?;
+                    subscribe(distributions.subscribers(retries));
+                    tokio::spawn(
+                        distributions
+                            .clone()
+                            .run_credits(when_stopped(stopped.clone())),
+                    );
                     MeshServer::new(service, tls, verifier)?
+                        .add_service(DistributionServiceServer::new(distributions))
                 }
+                Service::Notifications => MeshServer::new(service, tls, verifier)?,
             };
             server
                 .with_version(crate::VERSION)
@@ -210,6 +239,26 @@ fn wallet(
     Ok(safra_wallet::api::Wallets::new(
         database,
         marketplace,
+        retrier()?,
+    ))
+}
+
+/// Distribution: its marketplace (holders) and wallet (credits) peers.
+fn distribution(
+    reader: Reader<'_>,
+    tls: &Arc<MeshTls>,
+    database: Database,
+) -> anyhow::Result<safra_distribution::api::Distributions> {
+    let marketplace_url = peer_endpoint(reader, Service::Marketplace)?;
+    let marketplace = safra::transport::client::mesh_channel(tls, "marketplace", &marketplace_url)
+        .context("SAFRA_MARKETPLACE_URL")?;
+    let wallet_url = peer_endpoint(reader, Service::Wallet)?;
+    let wallet = safra::transport::client::mesh_channel(tls, "wallet", &wallet_url)
+        .context("SAFRA_WALLET_URL")?;
+    Ok(safra_distribution::api::Distributions::new(
+        database,
+        marketplace,
+        wallet,
         retrier()?,
     ))
 }

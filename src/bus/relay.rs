@@ -17,7 +17,7 @@ use super::{
     BusError,
     postgres::{Outgoing, PgBus},
 };
-use crate::data::db::Database;
+use crate::{data::db::Database, observability::telemetry};
 
 /// Rows one relay round publishes at most.
 const ROWS_PER_ROUND: i64 = 500;
@@ -51,6 +51,8 @@ struct Row {
     event_type: String,
     #[diesel(sql_type = Bytea)]
     payload: Vec<u8>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    traceparent: Option<String>,
 }
 
 /// Publishes up to `limit` unpublished rows of `producer`'s outbox to
@@ -85,13 +87,28 @@ pub async fn relay_once(producer: &Database, bus: &PgBus, limit: i64) -> Result<
             return Ok(0);
         }
         let rows: Vec<Row> = diesel::sql_query(
-            "SELECT id, aggregate_key, event_type, payload FROM outbox \
+            "SELECT id, aggregate_key, event_type, payload, traceparent FROM outbox \
              WHERE published_at IS NULL AND aggregate_key = ANY($1) ORDER BY seq LIMIT $2",
         )
         .bind::<Array<Text>, _>(&claimed)
         .bind::<BigInt, _>(limit)
         .load(conn)
         .await?;
+        // One span per event, in the trace of the call that caused it,
+        // lasting while the batch is published.
+        let spans: Vec<tracing::Span> = rows
+            .iter()
+            .map(|row| {
+                let span = tracing::info_span!(
+                    "publish event",
+                    otel.kind = "producer",
+                    event.id = %row.id,
+                    event.r#type = %row.event_type,
+                );
+                telemetry::follow_traceparent(&span, row.traceparent.as_deref().unwrap_or(""));
+                span
+            })
+            .collect();
         let outgoing: Vec<Outgoing> = rows
             .into_iter()
             .map(|row| Outgoing {
@@ -102,6 +119,7 @@ pub async fn relay_once(producer: &Database, bus: &PgBus, limit: i64) -> Result<
             })
             .collect();
         bus.append(&outgoing).await?;
+        drop(spans);
         let ids: Vec<Uuid> = outgoing.iter().map(|event| event.event_id).collect();
         diesel::sql_query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
             .bind::<Array<SqlUuid>, _>(&ids)

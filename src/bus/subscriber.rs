@@ -9,8 +9,16 @@
 //! jobs monitor, and the cursor moves past it. The cursor advances only
 //! when the round ends, so a subscriber killed mid-batch loses nothing: the
 //! next round sees the same events and skips those already handled.
+//!
+//! [`Subscriber::run`] keeps a subscriber going: a LISTEN connection to the
+//! bus wakes it when the log grows, a slow poll covers a lost notification,
+//! and a full batch is followed by the next one at once.
 
 use std::{collections::BTreeSet, future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use tokio::sync::Notify;
+use tokio_stream::StreamExt;
+use tracing::Instrument;
 
 use diesel::{
     QueryableByName,
@@ -20,7 +28,21 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use prost::Message;
 
 use super::{BusError, postgres};
-use crate::{data::db::Database, events::v1::Envelope};
+use crate::{
+    data::{db::Database, outbox::Event},
+    events::v1::Envelope,
+    observability::telemetry,
+};
+
+/// Events one round takes at most.
+const BATCH: i64 = 256;
+/// The safety net under LISTEN: a round this often even when nothing woke
+/// the subscriber (a notification lost with its connection, say).
+const FALLBACK_POLL: Duration = Duration::from_secs(5);
+/// How long a subscriber waits after a failed round (a database away).
+const FAILURE_WAIT: Duration = Duration::from_secs(1);
+/// The channel the event log's trigger notifies.
+const CHANNEL: &str = "safra_events";
 
 /// Why handling an event failed (retried, then parked with this text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +67,27 @@ pub trait Handler: Send + Sync {
         conn: &'a mut AsyncPgConnection,
         envelope: &'a Envelope,
     ) -> HandlerFuture<'a>;
+}
+
+/// The payload of `envelope` as a `P`.
+///
+/// # Errors
+/// A [`HandlerError`] when the envelope holds another type or its payload
+/// does not decode (retrying cannot help; the event is parked).
+pub fn payload<P: Event + Default>(envelope: &Envelope) -> Result<P, HandlerError> {
+    if envelope.r#type != P::TYPE {
+        return Err(HandlerError(format!(
+            "expected {}, got {}",
+            P::TYPE,
+            envelope.r#type
+        )));
+    }
+    let any = envelope
+        .payload
+        .as_ref()
+        .ok_or_else(|| HandlerError(format!("event {} has no payload", envelope.id)))?;
+    P::decode(any.value.as_slice())
+        .map_err(|error| HandlerError(format!("event {}: {}: {error}", envelope.id, P::TYPE)))
 }
 
 /// Retries before an event is parked, and their spacing.
@@ -83,6 +126,14 @@ pub struct Round {
     pub parked: usize,
 }
 
+impl Round {
+    /// Events the round went through, of any outcome.
+    #[must_use]
+    pub fn seen(&self) -> usize {
+        self.handled + self.duplicates + self.ignored + self.parked
+    }
+}
+
 /// A named subscriber.
 #[derive(Clone)]
 pub struct Subscriber {
@@ -91,6 +142,7 @@ pub struct Subscriber {
     handler: Arc<dyn Handler>,
     service: Database,
     retries: Retries,
+    after_handling: Option<Arc<Notify>>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -125,7 +177,68 @@ impl Subscriber {
             handler,
             service,
             retries,
+            after_handling: None,
         }
+    }
+
+    /// Rings `bell` after every round that handled something, once those
+    /// effects are committed (a worker that carries them on starts at once).
+    #[must_use]
+    pub fn waking(mut self, bell: Arc<Notify>) -> Self {
+        self.after_handling = Some(bell);
+        self
+    }
+
+    /// The subscriber's name (its cursor, its queue).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Handles events from `bus` until `stop` resolves: woken by the log's
+    /// notifications, rounds back to back while batches come full, a
+    /// fallback poll when all is quiet, a pause after a failure.
+    pub async fn run(self, bus: postgres::PgBus, stop: impl Future<Output = ()>) {
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(bus.database().clone(), wake.clone()));
+        tokio::pin!(stop);
+        loop {
+            let outcome = self.round_on(&bus).await;
+            if let (Ok(round), Some(bell)) = (&outcome, &self.after_handling)
+                && round.handled > 0
+            {
+                bell.notify_one();
+            }
+            let wait = match outcome {
+                Ok(round) if round.seen() >= usize::try_from(BATCH).unwrap_or(usize::MAX) => {
+                    Duration::ZERO
+                }
+                Ok(_) => FALLBACK_POLL,
+                Err(error) => {
+                    tracing::warn!(subscriber = %self.name, %error, "subscriber round failed");
+                    FAILURE_WAIT
+                }
+            };
+            if wait.is_zero() {
+                // Still let a stop through between full batches.
+                tokio::select! {
+                    biased;
+                    () = &mut stop => break,
+                    () = std::future::ready(()) => continue,
+                }
+            }
+            tokio::select! {
+                () = &mut stop => break,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        listener.abort();
+    }
+
+    async fn round_on(&self, bus: &postgres::PgBus) -> Result<Round, BusError> {
+        let mut conn = bus.database().connection().await?;
+        self.round(&mut conn, BATCH).await
     }
 
     /// One round over up to `limit` events after the cursor, holding the
@@ -227,6 +340,15 @@ impl Subscriber {
         let handler = self.handler.clone();
         let name = self.name.clone();
         let event_id = event.event_id;
+        // The handling continues the trace of whatever caused the event.
+        let span = tracing::info_span!(
+            "handle event",
+            otel.kind = "consumer",
+            subscriber = %self.name,
+            event.id = %event.event_id,
+            event.r#type = %event.event_type,
+        );
+        telemetry::follow_traceparent(&span, &envelope.traceparent);
         conn.transaction(async move |conn| {
             let first = diesel::sql_query(
                 "INSERT INTO processed_events (subscriber, event_id) VALUES ($1, $2) \
@@ -242,6 +364,7 @@ impl Subscriber {
             handler.handle(conn, envelope).await?;
             Ok(Outcome::Handled)
         })
+        .instrument(span)
         .await
     }
 
@@ -274,4 +397,32 @@ fn rand_below(bound: u64) -> u32 {
         .map(|elapsed| elapsed.subsec_nanos())
         .unwrap_or(0);
     u32::try_from(u64::from(nanos) % bound.max(1)).unwrap_or(0)
+}
+
+/// Keeps a LISTEN connection to the bus and wakes the subscriber on every
+/// notification; after a lost connection it reconnects and wakes it once,
+/// in case something was appended meanwhile.
+async fn listen(bus: Database, wake: Arc<Notify>) {
+    loop {
+        match bus.dedicated_connection().await {
+            Ok(mut conn) => {
+                match diesel::sql_query(format!("LISTEN {CHANNEL}"))
+                    .execute(&mut conn)
+                    .await
+                {
+                    Ok(_) => {
+                        wake.notify_one();
+                        let mut notifications = std::pin::pin!(conn.notifications_stream());
+                        while let Some(Ok(_)) = notifications.next().await {
+                            wake.notify_one();
+                        }
+                        tracing::warn!("the bus's LISTEN connection closed; reconnecting");
+                    }
+                    Err(error) => tracing::warn!(%error, "LISTEN on the bus failed"),
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot reach the bus to LISTEN"),
+        }
+        tokio::time::sleep(FAILURE_WAIT).await;
+    }
 }

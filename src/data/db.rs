@@ -22,6 +22,10 @@ use crate::config::{DatabaseConfig, Secret};
 /// A pool of connections to one service database.
 pub type Pool = bb8::Pool<AsyncPgConnection>;
 
+/// A connection to a service database, as handed to the store (by a
+/// pool, or by the bus to an event handler inside its transaction).
+pub type Connection = AsyncPgConnection;
+
 /// A connection borrowed from a [`Pool`].
 pub type PooledConnection<'a> = bb8::PooledConnection<'a, AsyncPgConnection>;
 
@@ -113,6 +117,7 @@ impl ::bb8::CustomizeConnection<AsyncPgConnection, diesel_async::pooled_connecti
 pub struct Database {
     pool: Pool,
     acquire_timeout: Duration,
+    url: Secret,
 }
 
 impl Database {
@@ -136,6 +141,7 @@ impl Database {
         let database = Self {
             pool,
             acquire_timeout,
+            url: config.url.clone(),
         };
         database.ping().await?;
         Ok(database)
@@ -160,6 +166,15 @@ impl Database {
             ::bb8::RunError::TimedOut => DbError::PoolTimeout(self.acquire_timeout),
             ::bb8::RunError::User(cause) => DbError::Connect(error_chain(&cause)),
         })
+    }
+
+    /// Opens a connection of its own, outside the pool, for work that holds
+    /// one for long (LISTEN).
+    ///
+    /// # Errors
+    /// [`DbError::Connect`].
+    pub async fn dedicated_connection(&self) -> Result<AsyncPgConnection, DbError> {
+        connect_once(self.url.expose()).await
     }
 
     /// Runs `work` in one transaction on a pooled connection: committed when

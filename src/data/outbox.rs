@@ -12,7 +12,7 @@ use prost::Message;
 
 use crate::events::v1::{
     DistributionCompleted, Envelope, InvestmentCreated, OfferingCancelled, OfferingFunded,
-    PaymentConfirmed, UserRegistered,
+    OfferingSettled, PaymentConfirmed, UserRegistered,
 };
 
 /// A payload of `safra.events.v1`, with its full protobuf name (the
@@ -37,6 +37,7 @@ events!(
     DistributionCompleted,
     OfferingFunded,
     OfferingCancelled,
+    OfferingSettled,
 );
 
 /// One event about to be written to the outbox.

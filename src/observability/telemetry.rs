@@ -306,6 +306,16 @@ pub fn follow(span: &tracing::Span, headers: &http::HeaderMap) {
     drop(span.set_parent(extract(headers)));
 }
 
+/// Makes the W3C `traceparent` an event carried the parent of `span`; an
+/// empty or malformed one leaves `span` the root of a new trace.
+pub fn follow_traceparent(span: &tracing::Span, traceparent: &str) {
+    let mut headers = http::HeaderMap::new();
+    if let Ok(value) = http::HeaderValue::from_str(traceparent) {
+        headers.insert("traceparent", value);
+    }
+    follow(span, &headers);
+}
+
 /// Writes the current span's trace context into outbound `headers` as
 /// `traceparent`, unless the caller set one on purpose.
 pub fn inject(headers: &mut http::HeaderMap) {

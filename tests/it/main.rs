@@ -7,6 +7,7 @@ mod bus;
 mod client;
 mod contracts;
 mod databases;
+mod distribution;
 mod gateway;
 mod migrations;
 mod money;

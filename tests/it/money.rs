@@ -54,6 +54,8 @@ pub(crate) struct MoneyMesh {
     pub(crate) wallet_addr: SocketAddr,
     pub(crate) market_addr: SocketAddr,
     signer: TokenSigner,
+    /// The keys every service trusts (the signer's).
+    pub(crate) keys: Arc<StaticKeys>,
 }
 
 pub(crate) fn trusted_signer() -> (TokenSigner, Arc<StaticKeys>) {
@@ -63,7 +65,7 @@ pub(crate) fn trusted_signer() -> (TokenSigner, Arc<StaticKeys>) {
     (TokenSigner::new(key, DEFAULT_ISSUER), keys)
 }
 
-fn verifier(keys: &Arc<StaticKeys>) -> Arc<TokenVerifier> {
+pub(crate) fn verifier(keys: &Arc<StaticKeys>) -> Arc<TokenVerifier> {
     Arc::new(TokenVerifier::new(DEFAULT_ISSUER, keys.clone()))
 }
 
@@ -72,7 +74,7 @@ pub(crate) fn retrier() -> Arc<Retrier> {
     Arc::new(Retrier::new(&pool, RetryPolicy::default()))
 }
 
-async fn bind() -> (tokio::net::TcpListener, SocketAddr) {
+pub(crate) async fn bind() -> (tokio::net::TcpListener, SocketAddr) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -172,6 +174,7 @@ pub(crate) async fn spawn_money_mesh() -> MoneyMesh {
         wallet_addr,
         market_addr,
         signer,
+        keys,
     }
 }
 
@@ -410,13 +413,13 @@ pub(crate) fn offering(face_minor: i64) -> Offering {
                 number: 1,
                 due_date: Some(day(180)),
                 amount: Some(brl(face_minor * 55 / 100)),
-                paid_time: None,
+                ..Installment::default()
             },
             Installment {
                 number: 2,
                 due_date: Some(day(360)),
                 amount: Some(brl(face_minor - face_minor * 55 / 100 + face_minor / 10)),
-                paid_time: None,
+                ..Installment::default()
             },
         ],
         ..Offering::default()

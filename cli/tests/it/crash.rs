@@ -277,7 +277,7 @@ async fn a_marketplace_killed_between_the_debit_and_its_commit_loses_nothing() {
             number: 1,
             due_date: Some(date(300)),
             amount: Some(brl(110_000)),
-            paid_time: None,
+            ..Installment::default()
         }],
         ..Offering::default()
     };

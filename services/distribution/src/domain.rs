@@ -6,7 +6,11 @@
 //! exact share, and the result does not depend on the order holders come
 //! in. The same rule is the SQL function `allocate_pro_rata` of the
 //! distribution migrations; [`check_agreement`] refuses a split on which
-//! the two differ. Pure: nothing here knows gRPC or the database.
+//! the two differ.
+//!
+//! It also says who may see a distribution ([`Sight`]) and what can go
+//! wrong serving one ([`DistributionError`]). Pure: nothing here knows
+//! gRPC or the database.
 
 use std::collections::BTreeMap;
 
@@ -107,6 +111,63 @@ pub fn check_agreement(rust: &[Line], sql: &[Line]) -> Result<(), AllocationErro
     Ok(())
 }
 
+/// Who asks to see distributions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    /// Sees every distribution, every line.
+    Admin,
+    /// Anyone else: sees the distributions of their own offerings whole and
+    /// their own line of those they hold.
+    User(Uuid),
+}
+
+/// How much of one distribution a viewer sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sight {
+    /// Every line.
+    Whole,
+    /// Only this holder's line.
+    OwnLine(Uuid),
+    /// Nothing: to them it does not exist.
+    Nothing,
+}
+
+impl Viewer {
+    /// What this viewer sees of a distribution of `producer`'s offering,
+    /// where `holds` says whether the viewer has a line in it.
+    #[must_use]
+    pub fn sight(self, producer: Uuid, holds: bool) -> Sight {
+        match self {
+            Viewer::Admin => Sight::Whole,
+            Viewer::User(user) if user == producer => Sight::Whole,
+            Viewer::User(user) if holds => Sight::OwnLine(user),
+            Viewer::User(_) => Sight::Nothing,
+        }
+    }
+}
+
+/// Everything that can go wrong in the distribution service; `api.rs`
+/// maps each to one gRPC status (an event handler logs it and retries).
+#[derive(Debug, thiserror::Error)]
+pub enum DistributionError {
+    /// No such distribution among those the caller may see.
+    #[error("no such distribution")]
+    NotFound(Uuid),
+    /// A page token this service did not make.
+    #[error("the page token is not valid")]
+    PageToken,
+    /// The split cannot be made or trusted.
+    #[error(transparent)]
+    Allocation(#[from] AllocationError),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] safra::data::db::DbError),
+    /// A peer (the marketplace, the wallet) failed or said something this
+    /// service cannot use: logged, never sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -141,6 +202,22 @@ mod tests {
         assert_eq!(
             allocate_pro_rata(10, &[(holder(1), -1)]),
             Err(AllocationError::NegativeStake(holder(1)))
+        );
+    }
+
+    #[test]
+    fn producers_see_whole_distributions_and_holders_their_line() {
+        let producer = holder(1);
+        let investor = holder(2);
+        assert_eq!(Viewer::Admin.sight(producer, false), Sight::Whole);
+        assert_eq!(Viewer::User(producer).sight(producer, false), Sight::Whole);
+        assert_eq!(
+            Viewer::User(investor).sight(producer, true),
+            Sight::OwnLine(investor)
+        );
+        assert_eq!(
+            Viewer::User(investor).sight(producer, false),
+            Sight::Nothing
         );
     }
 

@@ -2,13 +2,15 @@
 //!
 //! It owns the database `safra_distribution`; nobody else reads it. This crate holds
 //! that database's migrations (embedded from `migrations/distribution`) and its
-//! diesel schema. `safra serve distribution` runs it; the split rule is in `domain.rs`
-//! and the database's own split in `store.rs`; its RPCs and event handling
-//! land in `api.rs` with the events issue.
+//! diesel schema. `safra serve distribution` runs it: the split rule and who
+//! sees what are in `domain.rs`, the queries (and the database's own split)
+//! in `store.rs`, the RPCs, the PaymentConfirmed handler and the credit
+//! worker in `api.rs`.
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use safra::mesh::Service;
 
+pub mod api;
 pub mod domain;
 pub mod schema;
 pub mod store;

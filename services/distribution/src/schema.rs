@@ -18,6 +18,10 @@ diesel::table! {
         status -> Text,
         create_time -> Timestamptz,
         update_time -> Timestamptz,
+        producer_id -> Uuid,
+        /// The payment's trace, continued by the credits.
+        traceparent -> Nullable<Text>,
+        complete_time -> Nullable<Timestamptz>,
     }
 }
 

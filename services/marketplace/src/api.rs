@@ -10,18 +10,24 @@
 //! refunds investors of cancelled ones and closes offerings whose deadline
 //! passed. Every wallet call is idempotent, so two replicas may do it at
 //! once.
+//!
+//! The service also follows two events ([`MarketplaceEvents`]): a
+//! PaymentConfirmed marks an installment paid, a DistributionCompleted
+//! marks it distributed, and the last one settles the offering
+//! (OfferingSettled).
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use chrono::{Datelike, NaiveDate, Utc};
 use safra::{
+    bus::subscriber::{self, Handler, HandlerError, HandlerFuture, Retries, Subscriber},
     contract::status::{self, Violation},
     data::db::Database,
-    data::outbox::OutboxEvent,
+    data::outbox::{Event, OutboxEvent},
     data::paging::{self, from_timestamp, timestamp},
     events::v1::{
-        InvestmentCreated, OfferingCancelled, OfferingFunded,
-        offering_cancelled::Reason as CancelledReason,
+        DistributionCompleted, Envelope, InvestmentCreated, OfferingCancelled, OfferingFunded,
+        OfferingSettled, PaymentConfirmed, offering_cancelled::Reason as CancelledReason,
     },
     google::r#type::Date,
     identity::auth::AuthenticatedUser,
@@ -48,8 +54,8 @@ use crate::{
         Viewer,
     },
     store::{
-        self, Confirmed, InstallmentRow, InvestIntent, InvestmentRow, OfferingFilter, OfferingRow,
-        Reservation,
+        self, Confirmed, Distributed, InstallmentRow, InvestIntent, InvestmentRow, OfferingFilter,
+        OfferingRow, Reservation,
     },
 };
 
@@ -194,6 +200,18 @@ impl Marketplace {
             retrier,
             background,
         }
+    }
+
+    /// The subscribers this service runs on the bus.
+    #[must_use]
+    pub fn subscribers(&self, retries: Retries) -> Vec<Subscriber> {
+        vec![Subscriber::new(
+            PRODUCER,
+            [PaymentConfirmed::TYPE, DistributionCompleted::TYPE],
+            Arc::new(MarketplaceEvents),
+            self.db.clone(),
+            retries,
+        )]
     }
 
     /// Runs background rounds until `stop` resolves.
@@ -472,6 +490,99 @@ fn cancelled_event(offering: &OfferingRow, investors: &[Uuid]) -> OutboxEvent {
     )
 }
 
+/// What the marketplace does with the events it follows, in the
+/// transaction that records them handled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MarketplaceEvents;
+
+impl Handler for MarketplaceEvents {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut safra::data::db::Connection,
+        envelope: &'a Envelope,
+    ) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            match envelope.r#type.as_str() {
+                PaymentConfirmed::TYPE => {
+                    let paid: PaymentConfirmed = subscriber::payload(envelope)?;
+                    let time = event_time(paid.confirm_time.as_ref(), envelope)?;
+                    store::mark_paid(
+                        conn,
+                        event_uuid(&paid.offering_id)?,
+                        paid.installment_number,
+                        event_uuid(&paid.payment_id)?,
+                        time,
+                    )
+                    .await?;
+                    Ok(())
+                }
+                DistributionCompleted::TYPE => {
+                    let done: DistributionCompleted = subscriber::payload(envelope)?;
+                    let time = event_time(done.complete_time.as_ref(), envelope)?;
+                    let offering = event_uuid(&done.offering_id)?;
+                    let outcome = store::mark_distributed(
+                        conn,
+                        offering,
+                        done.installment_number,
+                        event_uuid(&done.payment_id)?,
+                        event_uuid(&done.distribution_id)?,
+                        time,
+                    )
+                    .await?;
+                    if let Distributed::Settled(row) = outcome {
+                        let holders: Vec<String> = store::holders(conn, offering, None, i64::MAX)
+                            .await?
+                            .into_iter()
+                            .map(|(holder, _)| holder.to_string())
+                            .collect();
+                        tracing::info!(offering = %offering, "offering settled");
+                        settled_event(&row, holders, time).write(conn).await?;
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+fn settled_event(
+    offering: &OfferingRow,
+    investors: Vec<String>,
+    time: chrono::DateTime<Utc>,
+) -> OutboxEvent {
+    OutboxEvent::new(
+        PRODUCER,
+        format!("offering:{}", offering.id),
+        &OfferingSettled {
+            offering_id: offering.id.to_string(),
+            producer_id: offering.producer_id.to_string(),
+            investor_ids: investors,
+            settle_time: Some(timestamp(time)),
+        },
+    )
+}
+
+/// A failed handling is retried, then parked with this text.
+impl From<MarketError> for HandlerError {
+    fn from(error: MarketError) -> Self {
+        HandlerError(error.to_string())
+    }
+}
+
+fn event_uuid(value: &str) -> Result<Uuid, HandlerError> {
+    Uuid::parse_str(value).map_err(|_| HandlerError(format!("'{value}' is not a UUID")))
+}
+
+fn event_time(
+    time: Option<&prost_types::Timestamp>,
+    envelope: &Envelope,
+) -> Result<chrono::DateTime<Utc>, HandlerError> {
+    time.or(envelope.occurred_at.as_ref())
+        .and_then(from_timestamp)
+        .ok_or_else(|| HandlerError(format!("event {} has no time", envelope.id)))
+}
+
 fn brl(minor: i64) -> Money {
     Money {
         currency_code: CURRENCY.to_owned(),
@@ -524,6 +635,7 @@ fn offering_message(row: &OfferingRow, installments: &[InstallmentRow]) -> Offer
                 due_date: Some(date(installment.due_date)),
                 amount: money(installment.amount_minor),
                 paid_time: installment.paid_time.map(timestamp),
+                distributed_time: installment.distributed_time.map(timestamp),
             })
             .collect(),
         raised: money(row.raised_minor),

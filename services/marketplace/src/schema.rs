@@ -39,6 +39,9 @@ diesel::table! {
         update_time -> Timestamptz,
         payment_id -> Nullable<Uuid>,
         paid_time -> Nullable<Timestamptz>,
+        /// Set from DistributionCompleted.
+        distribution_id -> Nullable<Uuid>,
+        distributed_time -> Nullable<Timestamptz>,
     }
 }
 

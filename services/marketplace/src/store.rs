@@ -118,6 +118,8 @@ pub struct InstallmentRow {
     pub amount_minor: i64,
     /// When it was paid, if it was.
     pub paid_time: Option<DateTime<Utc>>,
+    /// When its payment reached every holder, if it did.
+    pub distributed_time: Option<DateTime<Utc>>,
 }
 
 /// An offering with its schedule.
@@ -824,4 +826,110 @@ pub async fn holders(
         .into_iter()
         .map(|row| (row.investor_id, row.amount_minor))
         .collect())
+}
+
+/// Marks installment `number` of `offering` paid by `payment` at `time`
+/// (from PaymentConfirmed). A payment already recorded is left alone.
+///
+/// # Errors
+/// [`MarketError::Internal`] for an unknown installment (an event no
+/// offering explains), or a database error.
+pub async fn mark_paid(
+    conn: &mut AsyncPgConnection,
+    offering: Uuid,
+    number: i32,
+    payment: Uuid,
+    time: DateTime<Utc>,
+) -> Result<(), MarketError> {
+    let installment = offering_installments::table.find((offering, number));
+    let found = diesel::update(installment)
+        .filter(offering_installments::payment_id.is_null())
+        .set((
+            offering_installments::payment_id.eq(payment),
+            offering_installments::paid_time.eq(time),
+        ))
+        .execute(conn)
+        .await?;
+    if found == 0 && !installment_exists(conn, offering, number).await? {
+        return Err(no_installment(offering, number));
+    }
+    Ok(())
+}
+
+/// What recording a distribution did to the offering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Distributed {
+    /// Installments remain to be distributed (or this one was known).
+    Recorded,
+    /// It was the last one: the offering is SETTLED now.
+    Settled(Box<OfferingRow>),
+}
+
+/// Marks installment `number` of `offering` distributed by `distribution`
+/// at `time` (from DistributionCompleted), and settles the offering when
+/// no installment is left undistributed. Holds the offering's row lock,
+/// so two distributions completing together settle it once. A payment the
+/// marketplace had not heard of yet is recorded from the distribution.
+///
+/// # Errors
+/// [`MarketError::OfferingNotFound`], [`MarketError::Internal`] for an
+/// unknown installment,
+/// [`MarketError::TransitionNotAllowed`] when the offering is not FUNDED,
+/// or a database error.
+pub async fn mark_distributed(
+    conn: &mut AsyncPgConnection,
+    offering: Uuid,
+    number: i32,
+    payment: Uuid,
+    distribution: Uuid,
+    time: DateTime<Utc>,
+) -> Result<Distributed, MarketError> {
+    let locked = lock_offering(conn, offering).await?;
+    let changed = diesel::sql_query(
+        "UPDATE offering_installments SET distribution_id = $3, distributed_time = $4, \
+                payment_id = coalesce(payment_id, $5), paid_time = coalesce(paid_time, $4) \
+         WHERE offering_id = $1 AND number = $2 AND distribution_id IS NULL",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(offering)
+    .bind::<diesel::sql_types::Integer, _>(number)
+    .bind::<diesel::sql_types::Uuid, _>(distribution)
+    .bind::<diesel::sql_types::Timestamptz, _>(time)
+    .bind::<diesel::sql_types::Uuid, _>(payment)
+    .execute(conn)
+    .await?;
+    if changed == 0 && !installment_exists(conn, offering, number).await? {
+        return Err(no_installment(offering, number));
+    }
+    let left: i64 = offering_installments::table
+        .filter(offering_installments::offering_id.eq(offering))
+        .filter(offering_installments::distributed_time.is_null())
+        .count()
+        .get_result(conn)
+        .await?;
+    if left > 0 || locked.status() == Status::Settled {
+        return Ok(Distributed::Recorded);
+    }
+    let status = locked.status().after(Transition::Settle)?;
+    let settled = diesel::update(offerings::table.find(offering))
+        .set(offerings::status.eq(status.as_str()))
+        .returning(OfferingRow::as_returning())
+        .get_result(conn)
+        .await?;
+    Ok(Distributed::Settled(Box::new(settled)))
+}
+
+async fn installment_exists(
+    conn: &mut AsyncPgConnection,
+    offering: Uuid,
+    number: i32,
+) -> Result<bool, MarketError> {
+    Ok(diesel::select(diesel::dsl::exists(
+        offering_installments::table.find((offering, number)),
+    ))
+    .get_result(conn)
+    .await?)
+}
+
+fn no_installment(offering: Uuid, number: i32) -> MarketError {
+    MarketError::Internal(format!("offering {offering} has no installment {number}"))
 }

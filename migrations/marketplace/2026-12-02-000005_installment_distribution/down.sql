@@ -1,0 +1,4 @@
+alter table offering_installments drop constraint offering_installments_distributed_after_paid;
+alter table offering_installments drop constraint offering_installments_distributed_together;
+alter table offering_installments drop column distributed_time;
+alter table offering_installments drop column distribution_id;

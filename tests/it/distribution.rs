@@ -1,0 +1,306 @@
+//! Distribution over the PostgreSQL bus with every part real: the wallet,
+//! the marketplace and the distribution service over mutual TLS, their
+//! outbox relays and subscribers running as `safra serve` runs them, one
+//! database each plus the bus's. An installment payment reaches every
+//! holder exactly (largest remainders), once even when every event is
+//! delivered again, and the last one settles the offering.
+
+use std::{future::Future, time::Duration};
+
+use diesel_async::SimpleAsyncConnection;
+use safra::{
+    bus::{postgres::PgBus, subscriber::Retries},
+    data::db::{self, Database},
+    distribution::v1::{
+        DistributionStatus, GetDistributionRequest, ListDistributionsRequest,
+        distribution_service_client::DistributionServiceClient,
+        distribution_service_server::DistributionServiceServer,
+    },
+    marketplace::v1::OfferingStatus,
+    mesh::Service,
+    transport::{client::MeshChannel, server::MeshServer},
+    wallet::v1::PayInstallmentRequest,
+};
+use safra_distribution::api::Distributions;
+use safra_test_support::TestDatabase;
+use tonic::Code;
+
+use crate::money::{MoneyMesh, User, bind, count, reason, retrier, spawn_money_mesh, verifier};
+
+/// The money mesh with the bus, the distribution service and every
+/// service's relay and subscribers running.
+struct EventMesh {
+    money: MoneyMesh,
+    bus_db: TestDatabase,
+    distribution_db: TestDatabase,
+    distribution: DistributionServiceClient<MeshChannel>,
+}
+
+async fn spawn_event_mesh() -> EventMesh {
+    let money = spawn_money_mesh().await;
+    let bus_db = TestDatabase::migrated("bus", &safra::bus::MIGRATIONS)
+        .await
+        .expect("bus database");
+    let distribution_db = TestDatabase::migrated("distribution", &safra_distribution::MIGRATIONS)
+        .await
+        .expect("distribution database");
+    let bus = PgBus::new(Database::connect(&bus_db.config()).await.expect("bus pool"));
+    let pool = |db: &TestDatabase| {
+        let config = db.config();
+        async move { Database::connect(&config).await.expect("pool") }
+    };
+    for producer in [&money.marketplace_db, &money.wallet_db, &distribution_db] {
+        tokio::spawn(safra::bus::relay::run(
+            pool(producer).await,
+            bus.clone(),
+            std::future::pending(),
+        ));
+    }
+    for subscriber in money.marketplace.subscribers(Retries::default()) {
+        tokio::spawn(subscriber.run(bus.clone(), std::future::pending()));
+    }
+    let tls = money.pki.tls("distribution");
+    let channel = |peer: &str, addr: String| {
+        safra::transport::client::mesh_channel(&tls, peer, &addr).expect("channel")
+    };
+    let distributions = Distributions::new(
+        pool(&distribution_db).await,
+        channel("marketplace", money.market_addr.to_string()),
+        channel("wallet", money.wallet_addr.to_string()),
+        retrier(),
+    );
+    for subscriber in distributions.subscribers(Retries::default()) {
+        tokio::spawn(subscriber.run(bus.clone(), std::future::pending()));
+    }
+    tokio::spawn(distributions.clone().run_credits(std::future::pending()));
+    let (listener, addr) = bind().await;
+    let server = MeshServer::new(Service::Distribution, tls.clone(), verifier(&money.keys))
+        .expect("server")
+        .add_service(DistributionServiceServer::new(distributions));
+    tokio::spawn(server.serve(listener, &[], std::future::pending()));
+    let distribution = DistributionServiceClient::new(
+        safra::transport::client::mesh_channel(
+            &money.pki.tls("gateway"),
+            "distribution",
+            &addr.to_string(),
+        )
+        .expect("channel"),
+    );
+    EventMesh {
+        money,
+        bus_db,
+        distribution_db,
+        distribution,
+    }
+}
+
+/// Waits for `done`, checking every 50 ms for at most 30 s.
+async fn eventually<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen in 30 s");
+}
+
+impl EventMesh {
+    async fn pay(&self, producer: &User, offering: &str, number: i32) {
+        self.money
+            .wallet
+            .clone()
+            .pay_installment(producer.call(PayInstallmentRequest {
+                offering_id: offering.to_owned(),
+                installment_number: number,
+                idempotency_key: format!("pay-{number}"),
+            }))
+            .await
+            .expect("paid");
+    }
+
+    async fn balances(&self, users: &[&User]) -> Vec<i64> {
+        let mut balances = Vec::new();
+        for user in users {
+            balances.push(self.money.balance(user).await);
+        }
+        balances
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_payment_reaches_every_holder_exactly_once_and_the_last_settles_the_offering() {
+    let mesh = spawn_event_mesh().await;
+    let money = &mesh.money;
+    let producer = money.user("producer");
+    let (ana, bia, caio) = (
+        money.user("investor"),
+        money.user("investor"),
+        money.user("investor"),
+    );
+    let stranger = money.user("investor");
+    let investors = [&ana, &bia, &caio];
+    let offer = money.create(&producer, 100_000).await;
+    for (investor, amount) in investors.iter().zip([33_333, 33_333, 33_334]) {
+        money.deposit(investor, 50_000).await;
+        money
+            .invest(investor, &offer.id, amount, "stake")
+            .await
+            .expect("invested");
+    }
+    money
+        .settle_until("the payout", || async {
+            money.balance(&producer).await == 100_000
+        })
+        .await;
+    // The two installments are 55,000 each: 10,000 more than was raised.
+    money.deposit(&producer, 10_000).await;
+    let before = mesh.balances(&investors).await;
+
+    mesh.pay(&producer, &offer.id, 1).await;
+    // 55,000 × stake / 100,000: 18,333.15, 18,333.15 and 18,333.7; the one
+    // centavo left goes to the largest remainder.
+    let shares = [18_333, 18_333, 18_334];
+    let expected: Vec<i64> = before.iter().zip(shares).map(|(b, s)| b + s).collect();
+    eventually("the first distribution", || async {
+        mesh.balances(&investors).await == expected
+    })
+    .await;
+
+    let as_producer = mesh
+        .distribution
+        .clone()
+        .list_distributions(producer.call(ListDistributionsRequest::default()))
+        .await
+        .expect("listed")
+        .into_inner();
+    let [distribution] = as_producer.distributions.as_slice() else {
+        panic!("one distribution, got {:?}", as_producer.distributions);
+    };
+    eventually("the distribution completes", || async {
+        mesh.distribution
+            .clone()
+            .get_distribution(producer.call(GetDistributionRequest {
+                distribution_id: distribution.id.clone(),
+            }))
+            .await
+            .is_ok_and(|found| found.get_ref().status == DistributionStatus::Completed as i32)
+    })
+    .await;
+    assert_eq!(distribution.lines.len(), 3);
+    assert_eq!(
+        distribution
+            .lines
+            .iter()
+            .map(|line| line.amount.clone().unwrap_or_default().amount_minor)
+            .sum::<i64>(),
+        55_000
+    );
+    let own = mesh
+        .distribution
+        .clone()
+        .get_distribution(caio.call(GetDistributionRequest {
+            distribution_id: distribution.id.clone(),
+        }))
+        .await
+        .expect("a holder sees it")
+        .into_inner();
+    let [line] = own.lines.as_slice() else {
+        panic!("a holder sees only their line: {:?}", own.lines);
+    };
+    assert_eq!(line.holder_id, caio.id.to_string());
+    assert_eq!(line.amount.clone().unwrap_or_default().amount_minor, 18_334);
+    assert!(!line.transaction_id.is_empty(), "credited");
+    let hidden = mesh
+        .distribution
+        .clone()
+        .get_distribution(stranger.call(GetDistributionRequest {
+            distribution_id: distribution.id.clone(),
+        }))
+        .await
+        .expect_err("a stranger does not see it");
+    assert_eq!(hidden.code(), Code::NotFound);
+    assert_eq!(reason(&hidden), "DISTRIBUTION_NOT_FOUND");
+    let nothing = mesh
+        .distribution
+        .clone()
+        .list_distributions(stranger.call(ListDistributionsRequest::default()))
+        .await
+        .expect("listed")
+        .into_inner();
+    assert!(nothing.distributions.is_empty());
+    eventually("the marketplace marks installment 1", || async {
+        let installment = money.offering(&offer.id).await.installments[0].clone();
+        installment.paid_time.is_some() && installment.distributed_time.is_some()
+    })
+    .await;
+    assert_eq!(
+        money.offering(&offer.id).await.status,
+        OfferingStatus::Funded as i32
+    );
+
+    // Every subscriber reads the whole log again: nothing is applied twice.
+    let mut bus = db::connect_once(mesh.bus_db.url().expose())
+        .await
+        .expect("bus");
+    bus.batch_execute("UPDATE subscriber_cursors SET position = 0")
+        .await
+        .expect("rewound");
+    eventually("the rewound subscribers catch up", || async {
+        count(
+            &mesh.bus_db.url(),
+            "SELECT count(*)::bigint AS total FROM subscriber_cursors \
+             WHERE position = (SELECT max(position) FROM event_log)",
+        )
+        .await
+            == 2
+    })
+    .await;
+    assert_eq!(mesh.balances(&investors).await, expected);
+    assert_eq!(
+        count(
+            &money.wallet_db.url(),
+            "SELECT count(*)::bigint AS total FROM ledger_transactions WHERE kind = 'distribution_credit'",
+        )
+        .await,
+        3
+    );
+
+    mesh.pay(&producer, &offer.id, 2).await;
+    let settled: Vec<i64> = expected.iter().zip(shares).map(|(b, s)| b + s).collect();
+    eventually("the second distribution", || async {
+        mesh.balances(&investors).await == settled
+    })
+    .await;
+    eventually("the offering settles", || async {
+        money.offering(&offer.id).await.status == OfferingStatus::Settled as i32
+    })
+    .await;
+    assert_eq!(
+        count(
+            &mesh.distribution_db.url(),
+            "SELECT count(*)::bigint AS total FROM distributions WHERE status = 'completed'",
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &money.marketplace_db.url(),
+            "SELECT count(*)::bigint AS total FROM outbox WHERE event_type = 'safra.events.v1.OfferingSettled'",
+        )
+        .await,
+        1
+    );
+    let books = money.books().await;
+    assert_eq!(
+        books.installments_clearing, 0,
+        "every centavo paid in went out"
+    );
+    assert_eq!(books.negative_users, 0);
+    assert_eq!(books.cached_mismatches, 0);
+}
