@@ -13,6 +13,7 @@ use safra::{
     identity::tls::{MeshTls, TlsPaths},
     marketplace::v1::marketplace_service_server::MarketplaceServiceServer,
     mesh::Service,
+    notifications::v1::notifications_service_server::NotificationsServiceServer,
     observability::admin::{Check, CheckFuture},
     observability::telemetry,
     transport::client::AccountsJwks,
@@ -150,7 +151,23 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                     MeshServer::new(service, tls, verifier)?
                         .add_service(DistributionServiceServer::new(distributions))
                 }
-                Service::Notifications => MeshServer::new(service, tls, verifier)?,
+                Service::Notifications => {
+                    let heartbeat = reader.parse_or(
+                        "SAFRA_NOTIFICATIONS_HEARTBEAT_SECS",
+                        15_u64,
+                        "a whole number of seconds",
+                    )?;
+                    let hub = safra_notifications::api::Hub::listen(database.clone());
+                    let notifications = safra_notifications::api::Notifications::new(
+                        database,
+                        hub,
+                        Duration::from_secs(heartbeat.max(1)),
+                        stopped.clone(),
+                    );
+                    subscribe(notifications.subscribers(retries));
+                    MeshServer::new(service, tls, verifier)?
+                        .add_service(NotificationsServiceServer::new(notifications))
+                }
             };
             server
                 .with_version(crate::VERSION)

@@ -3,7 +3,10 @@
 //! outbox relays and subscribers running as `safra serve` runs them, one
 //! database each plus the bus's. An installment payment reaches every
 //! holder exactly (largest remainders), once even when every event is
-//! delivered again, and the last one settles the offering.
+//! delivered again, each holder is told on a stream they hold open, and
+//! the last installment settles the offering. The notifications service's
+//! own promises (resume after an id, heartbeats, mark read, a clean end on
+//! shutdown) are checked on the same mesh.
 
 use std::{future::Future, time::Duration};
 
@@ -18,10 +21,16 @@ use safra::{
     },
     marketplace::v1::OfferingStatus,
     mesh::Service,
+    notifications::v1::{
+        ListNotificationsRequest, MarkReadRequest, NotificationKind, StreamNotificationsRequest,
+        StreamNotificationsResponse, notifications_service_client::NotificationsServiceClient,
+        notifications_service_server::NotificationsServiceServer,
+    },
     transport::{client::MeshChannel, server::MeshServer},
     wallet::v1::PayInstallmentRequest,
 };
 use safra_distribution::api::Distributions;
+use safra_notifications::api::{Hub, Notifications};
 use safra_test_support::TestDatabase;
 use tonic::Code;
 
@@ -33,7 +42,12 @@ struct EventMesh {
     money: MoneyMesh,
     bus_db: TestDatabase,
     distribution_db: TestDatabase,
+    /// Kept: dropping a test database drops it on the server.
+    _notifications_db: TestDatabase,
     distribution: DistributionServiceClient<MeshChannel>,
+    notifications: NotificationsServiceClient<MeshChannel>,
+    /// Turned true, the notifications service ends its streams.
+    stop_notifications: tokio::sync::watch::Sender<bool>,
 }
 
 async fn spawn_event_mesh() -> EventMesh {
@@ -73,6 +87,30 @@ async fn spawn_event_mesh() -> EventMesh {
         tokio::spawn(subscriber.run(bus.clone(), std::future::pending()));
     }
     tokio::spawn(distributions.clone().run_credits(std::future::pending()));
+    let notifications_db =
+        TestDatabase::migrated("notifications", &safra_notifications::MIGRATIONS)
+            .await
+            .expect("notifications database");
+    let notifications_pool = pool(&notifications_db).await;
+    let (stop_notifications, stopped) = tokio::sync::watch::channel(false);
+    let notifications = Notifications::new(
+        notifications_pool.clone(),
+        Hub::listen(notifications_pool),
+        Duration::from_millis(300),
+        stopped,
+    );
+    for subscriber in notifications.subscribers(Retries::default()) {
+        tokio::spawn(subscriber.run(bus.clone(), std::future::pending()));
+    }
+    let (listener, notifications_addr) = bind().await;
+    let server = MeshServer::new(
+        Service::Notifications,
+        money.pki.tls("notifications"),
+        verifier(&money.keys),
+    )
+    .expect("server")
+    .add_service(NotificationsServiceServer::new(notifications));
+    tokio::spawn(server.serve(listener, &[], std::future::pending()));
     let (listener, addr) = bind().await;
     let server = MeshServer::new(Service::Distribution, tls.clone(), verifier(&money.keys))
         .expect("server")
@@ -86,12 +124,43 @@ async fn spawn_event_mesh() -> EventMesh {
         )
         .expect("channel"),
     );
+    let notifications = NotificationsServiceClient::new(
+        safra::transport::client::mesh_channel(
+            &money.pki.tls("gateway"),
+            "notifications",
+            &notifications_addr.to_string(),
+        )
+        .expect("channel"),
+    );
     EventMesh {
         money,
         bus_db,
         distribution_db,
+        _notifications_db: notifications_db,
         distribution,
+        notifications,
+        stop_notifications,
     }
+}
+
+/// The next notification on `stream` (heartbeats skipped), within 30 s.
+async fn next_notification(
+    stream: &mut tonic::Streaming<StreamNotificationsResponse>,
+) -> safra::notifications::v1::Notification {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let message = stream
+                .message()
+                .await
+                .expect("the stream stays healthy")
+                .expect("the stream stays open");
+            if let Some(notification) = message.notification {
+                return notification;
+            }
+        }
+    })
+    .await
+    .expect("a notification within 30 s")
 }
 
 /// Waits for `done`, checking every 50 ms for at most 30 s.
@@ -121,6 +190,21 @@ impl EventMesh {
             }))
             .await
             .expect("paid");
+    }
+
+    async fn stream(
+        &self,
+        user: &User,
+        after: &str,
+    ) -> tonic::Streaming<StreamNotificationsResponse> {
+        self.notifications
+            .clone()
+            .stream_notifications(user.call(StreamNotificationsRequest {
+                after_id: after.to_owned(),
+            }))
+            .await
+            .expect("a stream")
+            .into_inner()
     }
 
     async fn balances(&self, users: &[&User]) -> Vec<i64> {
@@ -160,6 +244,10 @@ async fn a_payment_reaches_every_holder_exactly_once_and_the_last_settles_the_of
     // The two installments are 55,000 each: 10,000 more than was raised.
     money.deposit(&producer, 10_000).await;
     let before = mesh.balances(&investors).await;
+    let mut streams = Vec::new();
+    for investor in investors {
+        streams.push(mesh.stream(investor, "").await);
+    }
 
     mesh.pay(&producer, &offer.id, 1).await;
     // 55,000 × stake / 100,000: 18,333.15, 18,333.15 and 18,333.7; the one
@@ -171,6 +259,22 @@ async fn a_payment_reaches_every_holder_exactly_once_and_the_last_settles_the_of
     })
     .await;
 
+    for (stream, share) in streams.iter_mut().zip(shares) {
+        // The investments' own news may still be on its way: skip to the share.
+        let told = loop {
+            let told = next_notification(stream).await;
+            if told.kind == NotificationKind::DistributionCompleted as i32 {
+                break told;
+            }
+        };
+        assert_eq!(told.offering_id, offer.id);
+        let amount = format!("R$ {},{:02}", share / 100, share % 100);
+        assert!(
+            told.body.starts_with(&amount),
+            "{} names {amount}",
+            told.body
+        );
+    }
     let as_producer = mesh
         .distribution
         .clone()
@@ -254,13 +358,28 @@ async fn a_payment_reaches_every_holder_exactly_once_and_the_last_settles_the_of
         count(
             &mesh.bus_db.url(),
             "SELECT count(*)::bigint AS total FROM subscriber_cursors \
-             WHERE position = (SELECT max(position) FROM event_log)",
+             WHERE position < (SELECT max(position) FROM event_log)",
         )
         .await
-            == 2
+            == 0
     })
     .await;
     assert_eq!(mesh.balances(&investors).await, expected);
+    let told = mesh
+        .notifications
+        .clone()
+        .list_notifications(ana.call(ListNotificationsRequest::default()))
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!(
+        told.notifications
+            .iter()
+            .filter(|n| n.kind == NotificationKind::DistributionCompleted as i32)
+            .count(),
+        1,
+        "told once"
+    );
     assert_eq!(
         count(
             &money.wallet_db.url(),
@@ -303,4 +422,157 @@ async fn a_payment_reaches_every_holder_exactly_once_and_the_last_settles_the_of
     );
     assert_eq!(books.negative_users, 0);
     assert_eq!(books.cached_mismatches, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notification_streams_resume_after_an_id_beat_and_end_cleanly() {
+    let mesh = spawn_event_mesh().await;
+    let money = &mesh.money;
+    let producer = money.user("producer");
+    let ana = money.user("investor");
+    let stranger = money.user("investor");
+    money.deposit(&ana, 100_000).await;
+    let offer = money.create(&producer, 60_000).await;
+    let mut live = mesh.stream(&ana, "").await;
+    money
+        .invest(&ana, &offer.id, 20_000, "first")
+        .await
+        .expect("invested");
+    let first = next_notification(&mut live).await;
+    assert_eq!(first.kind, NotificationKind::InvestmentCreated as i32);
+    assert_eq!(first.user_id, ana.id.to_string());
+    // Heartbeats fill the silence (every 300 ms in this mesh).
+    let beat = tokio::time::timeout(Duration::from_secs(10), live.message())
+        .await
+        .expect("a message within 10 s")
+        .expect("healthy")
+        .expect("open");
+    assert!(beat.notification.is_none() && beat.heartbeat_time.is_some());
+
+    // What comes while no stream is open is sent first on a resume.
+    drop(live);
+    for key in ["second", "third"] {
+        money
+            .invest(&ana, &offer.id, 20_000, key)
+            .await
+            .expect("invested");
+    }
+    eventually("three notifications stored", || async {
+        mesh.notifications
+            .clone()
+            .list_notifications(ana.call(ListNotificationsRequest::default()))
+            .await
+            .is_ok_and(|page| {
+                page.get_ref()
+                    .notifications
+                    .iter()
+                    .filter(|n| n.kind == NotificationKind::InvestmentCreated as i32)
+                    .count()
+                    == 3
+            })
+    })
+    .await;
+    let mut resumed = mesh.stream(&ana, &first.id).await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let notification = next_notification(&mut resumed).await;
+        assert_ne!(notification.id, first.id, "nothing before the resume point");
+        seen.push(notification);
+    }
+    // Two investments and the offering funded, oldest first.
+    assert_eq!(
+        seen.iter().map(|n| n.kind).collect::<Vec<_>>(),
+        [
+            NotificationKind::InvestmentCreated as i32,
+            NotificationKind::InvestmentCreated as i32,
+            NotificationKind::OfferingFunded as i32,
+        ]
+    );
+
+    let page = mesh
+        .notifications
+        .clone()
+        .list_notifications(ana.call(ListNotificationsRequest::default()))
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!(page.unread_count, 4);
+    let read = mesh
+        .notifications
+        .clone()
+        .mark_read(ana.call(MarkReadRequest {
+            notification_id: first.id.clone(),
+        }))
+        .await
+        .expect("marked")
+        .into_inner()
+        .notification
+        .expect("a notification");
+    assert!(read.read);
+    let again = mesh
+        .notifications
+        .clone()
+        .mark_read(ana.call(MarkReadRequest {
+            notification_id: first.id.clone(),
+        }))
+        .await
+        .expect("marking again succeeds");
+    assert!(
+        again
+            .get_ref()
+            .notification
+            .as_ref()
+            .is_some_and(|n| n.read)
+    );
+    let unread = mesh
+        .notifications
+        .clone()
+        .list_notifications(ana.call(ListNotificationsRequest {
+            unread_only: true,
+            ..ListNotificationsRequest::default()
+        }))
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!(unread.unread_count, 3);
+    assert!(
+        unread
+            .notifications
+            .iter()
+            .all(|n| !n.read && n.id != first.id)
+    );
+    for refused in [
+        mesh.notifications
+            .clone()
+            .mark_read(stranger.call(MarkReadRequest {
+                notification_id: first.id.clone(),
+            }))
+            .await
+            .map(|_| ()),
+        mesh.notifications
+            .clone()
+            .stream_notifications(stranger.call(StreamNotificationsRequest {
+                after_id: first.id.clone(),
+            }))
+            .await
+            .map(|_| ()),
+    ] {
+        let status = refused.expect_err("another user's notification");
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(reason(&status), "NOTIFICATION_NOT_FOUND");
+    }
+
+    // On shutdown the stream ends with OK, not an error.
+    mesh.stop_notifications.send(true).expect("stopping");
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match resumed.message().await {
+                Ok(Some(_)) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 10 s");
+    assert!(matches!(end, Ok(None)), "a clean end, got {end:?}");
 }

@@ -15,6 +15,11 @@ diesel::table! {
         read -> Bool,
         create_time -> Timestamptz,
         update_time -> Timestamptz,
+        /// The event that caused it; unique with `user_id`.
+        event_id -> Nullable<Uuid>,
+        offering_id -> Nullable<Uuid>,
+        /// Per-user commit order (GENERATED ALWAYS: never insert it).
+        seq -> Int8,
     }
 }
 
