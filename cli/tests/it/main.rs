@@ -421,8 +421,29 @@ fn the_gateway_serves_rest_grpc_and_the_console_in_front_of_the_real_mesh() {
         &[("Authorization", &bearer)],
         "",
     );
-    assert_eq!(status, 501, "{body}");
-    assert!(body.contains(r#""code":12"#), "{body}");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""distributions":[]"#), "{body}");
+    // The registration's UserRegistered reaches notifications over the bus.
+    let waited = std::time::Instant::now();
+    loop {
+        let (status, body) = http(
+            gateway,
+            "GET",
+            "/v1/notifications",
+            &[("Authorization", &bearer)],
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        if body.contains("Welcome to Safra") {
+            assert!(body.contains(r#""unreadCount":1"#), "{body}");
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "no welcome notification in 30 s: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (status, body) = http(
         gateway,
         "POST",
