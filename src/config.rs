@@ -387,6 +387,12 @@ pub struct ServiceConfig {
     /// the service's outbox relay publishes to; unset, events stay in the
     /// outbox.
     pub bus_database: Option<DatabaseConfig>,
+    /// `SAFRA_BROKER`: a RabbitMQ `amqp://` (or `amqps://`) URL; set, events
+    /// travel through the broker instead of the PostgreSQL bus.
+    pub broker: Option<Secret>,
+    /// `SAFRA_BROKER_NAMESPACE`: the prefix of Safra's exchanges and queues
+    /// on the broker (`safra`), so meshes can share one broker.
+    pub broker_namespace: String,
 }
 
 impl ServiceConfig {
@@ -406,8 +412,47 @@ impl ServiceConfig {
             jwt_issuer: reader.string_or("SAFRA_JWT_ISSUER", DEFAULT_ISSUER)?,
             log: LogConfig::read(reader)?,
             bus_database: DatabaseConfig::read_optional(reader, "SAFRA_BUS_DATABASE_URL")?,
+            broker: broker_url(reader)?,
+            broker_namespace: broker_namespace(reader)?,
         })
     }
+}
+
+/// `SAFRA_BROKER`, when set: an AMQP URL.
+///
+/// # Errors
+/// A value that is not `amqp://…` or `amqps://…`.
+pub fn broker_url(reader: Reader<'_>) -> Result<Option<Secret>, ConfigError> {
+    let Some(url) = reader.optional_secret("SAFRA_BROKER")? else {
+        return Ok(None);
+    };
+    if !(url.expose().starts_with("amqp://") || url.expose().starts_with("amqps://")) {
+        return Err(ConfigError {
+            variable: "SAFRA_BROKER".into(),
+            problem: "expected a RabbitMQ URL, amqp://user:password@host:5672/vhost".into(),
+        });
+    }
+    Ok(Some(url))
+}
+
+/// `SAFRA_BROKER_NAMESPACE`, by default `safra`.
+///
+/// # Errors
+/// A value that is not lower-case letters, digits, `_`, `-` and `.`.
+pub fn broker_namespace(reader: Reader<'_>) -> Result<String, ConfigError> {
+    let namespace = reader.string_or("SAFRA_BROKER_NAMESPACE", "safra")?;
+    let fits = !namespace.is_empty()
+        && namespace.len() <= 100
+        && namespace
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c));
+    if !fits {
+        return Err(ConfigError {
+            variable: "SAFRA_BROKER_NAMESPACE".into(),
+            problem: "expected up to 100 of a-z, 0-9, '_', '-' and '.'".into(),
+        });
+    }
+    Ok(namespace)
 }
 
 /// Where peer `service` is: `SAFRA_<SERVICE>_URL`, by default its fixed

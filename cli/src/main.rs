@@ -63,13 +63,17 @@ enum Command {
         #[command(subcommand)]
         action: docs::Action,
     },
-    /// Apply, revert or list the migrations of the service databases.
+    /// Apply, revert or list the migrations of the service databases and
+    /// the event bus's.
     Migrate {
         #[command(subcommand)]
         action: migrate::Action,
-        /// Only this service's database (default: every service).
+        /// Only this service's database (default: every service and the bus).
         #[arg(long, global = true)]
         service: Option<safra::mesh::Service>,
+        /// Only the event bus's database.
+        #[arg(long, global = true)]
+        bus: bool,
     },
 }
 
@@ -82,7 +86,11 @@ async fn main() -> ExitCode {
         Command::Certs { action } => certs::run(&action),
         Command::Keys { action } => keys::run(action).await,
         Command::Docs { action } => docs::run(action),
-        Command::Migrate { action, service } => migrate::run(action, service).await,
+        Command::Migrate {
+            action,
+            service,
+            bus,
+        } => migrate::run(action, service, bus).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -86,25 +86,40 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
             });
             // Events leave the outbox for the bus, when there is one, and the
             // service's subscribers follow it.
-            let bus = match &config.bus_database {
-                Some(bus) => {
+            let bus = match (&config.broker, &config.bus_database) {
+                (Some(broker), _) => {
+                    let mut rabbit = safra::bus::rabbit::RabbitBus::new(
+                        broker.clone(),
+                        config.broker_namespace.clone(),
+                    );
+                    for subscription in safra::bus::subscriptions::MESH {
+                        rabbit = rabbit
+                            .declaring(subscription.subscriber, subscription.types.iter().copied());
+                    }
+                    Some(safra::bus::Bus::Rabbit(rabbit))
+                }
+                (None, Some(bus)) => {
                     let bus = Database::connect(bus)
                         .await
                         .with_context(|| format!("{service}: SAFRA_BUS_DATABASE_URL"))?;
-                    let bus = safra::bus::postgres::PgBus::new(bus);
-                    tokio::spawn(safra::bus::relay::run(
-                        database.clone(),
-                        bus.clone(),
-                        when_stopped(stopped.clone()),
-                    ));
-                    Some(bus)
+                    Some(safra::bus::Bus::Postgres(safra::bus::postgres::PgBus::new(
+                        bus,
+                    )))
                 }
-                None => None,
+                (None, None) => None,
             };
+            if let Some(bus) = &bus {
+                tracing::info!(%service, transport = bus.transport(), "events on the bus");
+                tokio::spawn(safra::bus::relay::run(
+                    database.clone(),
+                    bus.clone(),
+                    when_stopped(stopped.clone()),
+                ));
+            }
             let subscribe = |subscribers: Vec<safra::bus::subscriber::Subscriber>| {
                 let Some(bus) = &bus else {
                     if !subscribers.is_empty() {
-                        tracing::warn!(%service, "no SAFRA_BUS_DATABASE_URL: this service follows no events");
+                        tracing::warn!(%service, "neither SAFRA_BROKER nor SAFRA_BUS_DATABASE_URL: this service follows no events");
                     }
                     return;
                 };

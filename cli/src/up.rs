@@ -89,6 +89,11 @@ pub async fn run() -> anyhow::Result<()> {
     let environment = Environment::load()?;
     let reader = Reader::new(&environment);
     let layout = Layout::read(reader)?;
+    // A bad broker setting is one line here, not five in the services' logs.
+    if safra::config::broker_url(reader)?.is_some() {
+        let namespace = safra::config::broker_namespace(reader)?;
+        eprintln!("safra: events travel through RabbitMQ (SAFRA_BROKER, namespace {namespace})");
+    }
     let logs = layout.home.join("logs");
     std::fs::create_dir_all(&logs)
         .with_context(|| format!("SAFRA_HOME: cannot create {}", logs.display()))?;

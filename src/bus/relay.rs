@@ -1,5 +1,6 @@
 //! The outbox relay: publishes a service's unpublished outbox rows to the
-//! bus and marks them published only after the bus committed them. Rows
+//! bus and marks them published only after the transport confirmed them
+//! (the log committed them, or the broker acknowledged every one). Rows
 //! are claimed per aggregate key (a transaction-scoped advisory lock per
 //! key), so replicas share the work while the events of one aggregate are
 //! published by one relay at a time, in `seq` order. A relay that dies
@@ -13,10 +14,7 @@ use diesel::{
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::{
-    BusError,
-    postgres::{Outgoing, PgBus},
-};
+use super::{Bus, BusError, postgres::Outgoing};
 use crate::{data::db::Database, observability::telemetry};
 
 /// Rows one relay round publishes at most.
@@ -60,7 +58,7 @@ struct Row {
 ///
 /// # Errors
 /// Either database; nothing is marked published unless the bus has it.
-pub async fn relay_once(producer: &Database, bus: &PgBus, limit: i64) -> Result<usize, BusError> {
+pub async fn relay_once(producer: &Database, bus: &Bus, limit: i64) -> Result<usize, BusError> {
     let mut conn = producer.connection().await?;
     let bus = bus.clone();
     conn.transaction(async move |conn| {
@@ -118,7 +116,7 @@ pub async fn relay_once(producer: &Database, bus: &PgBus, limit: i64) -> Result<
                 envelope: row.payload,
             })
             .collect();
-        bus.append(&outgoing).await?;
+        bus.publish(&outgoing).await?;
         drop(spans);
         let ids: Vec<Uuid> = outgoing.iter().map(|event| event.event_id).collect();
         diesel::sql_query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
@@ -133,7 +131,7 @@ pub async fn relay_once(producer: &Database, bus: &PgBus, limit: i64) -> Result<
 /// Relays `producer`'s outbox to `bus` until `stop` resolves: rounds back
 /// to back while there is work, a short wait when there is none, a longer
 /// one after a failure (logged; nothing is marked that the bus lacks).
-pub async fn run(producer: Database, bus: PgBus, stop: impl std::future::Future<Output = ()>) {
+pub async fn run(producer: Database, bus: Bus, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
     loop {
         let wait = match relay_once(&producer, &bus, ROWS_PER_ROUND).await {

@@ -27,7 +27,7 @@ use diesel::{
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use prost::Message;
 
-use super::{BusError, postgres};
+use super::{Bus, BusError, postgres};
 use crate::{
     data::{db::Database, outbox::Event},
     events::v1::Envelope,
@@ -195,19 +195,37 @@ impl Subscriber {
         &self.name
     }
 
-    /// Handles events from `bus` until `stop` resolves: woken by the log's
-    /// notifications, rounds back to back while batches come full, a
-    /// fallback poll when all is quiet, a pause after a failure.
-    pub async fn run(self, bus: postgres::PgBus, stop: impl Future<Output = ()>) {
+    /// Tells the worker `waking` named that something was handled.
+    pub(super) fn ring(&self) {
+        if let Some(bell) = &self.after_handling {
+            bell.notify_one();
+        }
+    }
+
+    /// The event types it handles.
+    pub fn types(&self) -> impl Iterator<Item = &str> {
+        self.types.iter().map(String::as_str)
+    }
+
+    /// Handles events from `bus` until `stop` resolves.
+    pub async fn run(self, bus: Bus, stop: impl Future<Output = ()>) {
+        match bus {
+            Bus::Postgres(bus) => self.run_on_log(bus, stop).await,
+            Bus::Rabbit(bus) => bus.run(self, stop).await,
+        }
+    }
+
+    /// On the PostgreSQL log: woken by its notifications, rounds back to
+    /// back while batches come full, a fallback poll when all is quiet, a
+    /// pause after a failure.
+    async fn run_on_log(self, bus: postgres::PgBus, stop: impl Future<Output = ()>) {
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(bus.database().clone(), wake.clone()));
         tokio::pin!(stop);
         loop {
             let outcome = self.round_on(&bus).await;
-            if let (Ok(round), Some(bell)) = (&outcome, &self.after_handling)
-                && round.handled > 0
-            {
-                bell.notify_one();
+            if outcome.as_ref().is_ok_and(|round| round.handled > 0) {
+                self.ring();
             }
             let wait = match outcome {
                 Ok(round) if round.seen() >= usize::try_from(BATCH).unwrap_or(usize::MAX) => {
@@ -277,10 +295,14 @@ impl Subscriber {
                     round.ignored += 1;
                     continue;
                 }
-                match self.deliver(event).await? {
+                match self
+                    .handle_one(event.event_id, &event.event_type, &event.envelope)
+                    .await?
+                {
                     Outcome::Handled => round.handled += 1,
                     Outcome::Duplicate => round.duplicates += 1,
                     Outcome::Parked => round.parked += 1,
+                    Outcome::Ignored => round.ignored += 1,
                 }
             }
             diesel::sql_query("UPDATE subscriber_cursors SET position = $2 WHERE subscriber = $1")
@@ -293,13 +315,25 @@ impl Subscriber {
         .await
     }
 
-    /// Handles `event` with retries; parks it after the last attempt.
-    async fn deliver(&self, event: &postgres::Logged) -> Result<Outcome, BusError> {
-        let envelope = Envelope::decode(event.envelope.as_slice())
-            .map_err(|_| BusError::Envelope(event.event_id))?;
+    /// Handles one event (its id, type and encoded envelope, from either
+    /// transport) with retries; parks it after the last attempt.
+    ///
+    /// # Errors
+    /// [`BusError::Envelope`] when it does not decode; a database error
+    /// when even parking failed (the transport delivers it again).
+    pub async fn handle_one(
+        &self,
+        event_id: uuid::Uuid,
+        event_type: &str,
+        encoded: &[u8],
+    ) -> Result<Outcome, BusError> {
+        let envelope = Envelope::decode(encoded).map_err(|_| BusError::Envelope(event_id))?;
+        if !self.types.contains(event_type) {
+            return Ok(Outcome::Ignored);
+        }
         let mut last_error = String::new();
         for attempt in 1..=self.retries.attempts.max(1) {
-            match self.attempt(event, &envelope).await {
+            match self.attempt(event_id, event_type, &envelope).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(error) => last_error = error.0,
             }
@@ -307,7 +341,7 @@ impl Subscriber {
                 tokio::time::sleep(self.backoff(attempt)).await;
             }
         }
-        tracing::warn!(subscriber = %self.name, event = %event.event_id, error = %last_error, "event parked");
+        tracing::warn!(subscriber = %self.name, event = %event_id, error = %last_error, "event parked");
         let mut conn = self.service.connection().await?;
         diesel::sql_query(
             "INSERT INTO parked_events (subscriber, event_id, event_type, envelope, attempts, last_error) \
@@ -316,9 +350,9 @@ impl Subscriber {
              SET attempts = parked_events.attempts + excluded.attempts, last_error = excluded.last_error",
         )
         .bind::<Text, _>(&self.name)
-        .bind::<SqlUuid, _>(event.event_id)
-        .bind::<Text, _>(&event.event_type)
-        .bind::<Bytea, _>(&event.envelope)
+        .bind::<SqlUuid, _>(event_id)
+        .bind::<Text, _>(event_type)
+        .bind::<Bytea, _>(encoded)
         .bind::<Integer, _>(i32::try_from(self.retries.attempts).unwrap_or(i32::MAX))
         .bind::<Text, _>(&last_error)
         .execute(&mut conn)
@@ -329,7 +363,8 @@ impl Subscriber {
     /// One attempt: the handled id and the effect in one transaction.
     async fn attempt(
         &self,
-        event: &postgres::Logged,
+        event_id: uuid::Uuid,
+        event_type: &str,
         envelope: &Envelope,
     ) -> Result<Outcome, HandlerError> {
         let mut conn = self
@@ -339,14 +374,13 @@ impl Subscriber {
             .map_err(|error| HandlerError(error.to_string()))?;
         let handler = self.handler.clone();
         let name = self.name.clone();
-        let event_id = event.event_id;
         // The handling continues the trace of whatever caused the event.
         let span = tracing::info_span!(
             "handle event",
             otel.kind = "consumer",
             subscriber = %self.name,
-            event.id = %event.event_id,
-            event.r#type = %event.event_type,
+            event.id = %event_id,
+            event.r#type = %event_type,
         );
         telemetry::follow_traceparent(&span, &envelope.traceparent);
         conn.transaction(async move |conn| {
@@ -382,11 +416,17 @@ impl Subscriber {
     }
 }
 
+/// What became of one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub enum Outcome {
+    /// Handled now.
     Handled,
+    /// Handled before: skipped.
     Duplicate,
+    /// Failed every attempt: parked.
     Parked,
+    /// Not a type this subscriber handles.
+    Ignored,
 }
 
 /// A number below `bound`, from the clock's nanoseconds (jitter needs

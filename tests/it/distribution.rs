@@ -1,7 +1,7 @@
-//! Distribution over the PostgreSQL bus with every part real: the wallet,
+//! Distribution over each transport with every part real: the wallet,
 //! the marketplace and the distribution service over mutual TLS, their
 //! outbox relays and subscribers running as `safra serve` runs them, one
-//! database each plus the bus's. An installment payment reaches every
+//! database each plus the bus's (or a RabbitMQ namespace of its own). An installment payment reaches every
 //! holder exactly (largest remainders), once even when every event is
 //! delivered again, each holder is told on a stream they hold open, and
 //! the last installment settles the offering. The notifications service's
@@ -12,7 +12,7 @@ use std::{future::Future, time::Duration};
 
 use diesel_async::SimpleAsyncConnection;
 use safra::{
-    bus::{postgres::PgBus, subscriber::Retries},
+    bus::{Bus, postgres::PgBus, rabbit::RabbitBus, subscriber::Retries, subscriptions},
     data::db::{self, Database},
     distribution::v1::{
         DistributionStatus, GetDistributionRequest, ListDistributionsRequest,
@@ -34,12 +34,15 @@ use safra_notifications::api::{Hub, Notifications};
 use safra_test_support::TestDatabase;
 use tonic::Code;
 
+use crate::bus::{broker_url, clean_up_broker};
 use crate::money::{MoneyMesh, User, bind, count, reason, retrier, spawn_money_mesh, verifier};
 
 /// The money mesh with the bus, the distribution service and every
 /// service's relay and subscribers running.
 struct EventMesh {
     money: MoneyMesh,
+    /// The RabbitMQ namespace, when events go through the broker.
+    broker_namespace: Option<String>,
     bus_db: TestDatabase,
     distribution_db: TestDatabase,
     /// Kept: dropping a test database drops it on the server.
@@ -50,7 +53,7 @@ struct EventMesh {
     stop_notifications: tokio::sync::watch::Sender<bool>,
 }
 
-async fn spawn_event_mesh() -> EventMesh {
+async fn spawn_event_mesh(on_broker: bool) -> EventMesh {
     let money = spawn_money_mesh().await;
     let bus_db = TestDatabase::migrated("bus", &safra::bus::MIGRATIONS)
         .await
@@ -58,7 +61,20 @@ async fn spawn_event_mesh() -> EventMesh {
     let distribution_db = TestDatabase::migrated("distribution", &safra_distribution::MIGRATIONS)
         .await
         .expect("distribution database");
-    let bus = PgBus::new(Database::connect(&bus_db.config()).await.expect("bus pool"));
+    let broker_namespace = on_broker.then(|| format!("test-{}", uuid::Uuid::new_v4().simple()));
+    let bus = match &broker_namespace {
+        None => Bus::Postgres(PgBus::new(
+            Database::connect(&bus_db.config()).await.expect("bus pool"),
+        )),
+        Some(namespace) => {
+            let mut rabbit = RabbitBus::new(broker_url(), namespace.clone());
+            for subscription in subscriptions::MESH {
+                rabbit =
+                    rabbit.declaring(subscription.subscriber, subscription.types.iter().copied());
+            }
+            Bus::Rabbit(rabbit)
+        }
+    };
     let pool = |db: &TestDatabase| {
         let config = db.config();
         async move { Database::connect(&config).await.expect("pool") }
@@ -134,6 +150,7 @@ async fn spawn_event_mesh() -> EventMesh {
     );
     EventMesh {
         money,
+        broker_namespace,
         bus_db,
         distribution_db,
         _notifications_db: notifications_db,
@@ -217,8 +234,90 @@ impl EventMesh {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_payment_reaches_every_holder_exactly_once_and_the_last_settles_the_offering() {
-    let mesh = spawn_event_mesh().await;
+async fn on_postgres_a_payment_reaches_every_holder_once_and_the_last_settles() {
+    a_payment_reaches_every_holder_once_and_the_last_settles(&spawn_event_mesh(false).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_rabbitmq_a_payment_reaches_every_holder_once_and_the_last_settles() {
+    let mesh = spawn_event_mesh(true).await;
+    a_payment_reaches_every_holder_once_and_the_last_settles(&mesh).await;
+    mesh.clean_up().await;
+}
+
+impl EventMesh {
+    async fn clean_up(&self) {
+        if let Some(namespace) = &self.broker_namespace {
+            let subscribers: Vec<&str> = subscriptions::MESH
+                .iter()
+                .map(|subscription| subscription.subscriber)
+                .collect();
+            clean_up_broker(namespace, &subscribers).await;
+        }
+    }
+
+    /// Delivers every event again: the PostgreSQL cursors rewind; on the
+    /// broker, the relays publish every outbox row once more.
+    async fn redeliver_everything(&self) {
+        match &self.broker_namespace {
+            None => {
+                let mut bus = db::connect_once(self.bus_db.url().expose())
+                    .await
+                    .expect("bus");
+                bus.batch_execute("UPDATE subscriber_cursors SET position = 0")
+                    .await
+                    .expect("rewound");
+            }
+            Some(_) => {
+                for database in [
+                    &self.money.marketplace_db,
+                    &self.money.wallet_db,
+                    &self.distribution_db,
+                ] {
+                    let mut conn = db::connect_once(database.url().expose())
+                        .await
+                        .expect("connect");
+                    conn.batch_execute("UPDATE outbox SET published_at = NULL")
+                        .await
+                        .expect("unpublished");
+                }
+            }
+        }
+    }
+
+    /// Whether every event published so far was handled by every
+    /// subscriber that follows it.
+    async fn caught_up(&self) -> bool {
+        match &self.broker_namespace {
+            None => {
+                count(
+                    &self.bus_db.url(),
+                    "SELECT count(*)::bigint AS total FROM subscriber_cursors \
+                     WHERE position < (SELECT max(position) FROM event_log)",
+                )
+                .await
+                    == 0
+            }
+            Some(_) => {
+                let mut unpublished = 0;
+                for database in [
+                    &self.money.marketplace_db,
+                    &self.money.wallet_db,
+                    &self.distribution_db,
+                ] {
+                    unpublished += count(
+                        &database.url(),
+                        "SELECT count(*)::bigint AS total FROM outbox WHERE published_at IS NULL",
+                    )
+                    .await;
+                }
+                unpublished == 0
+            }
+        }
+    }
+}
+
+async fn a_payment_reaches_every_holder_once_and_the_last_settles(mesh: &EventMesh) {
     let money = &mesh.money;
     let producer = money.user("producer");
     let (ana, bia, caio) = (
@@ -347,54 +446,41 @@ async fn a_payment_reaches_every_holder_exactly_once_and_the_last_settles_the_of
         OfferingStatus::Funded as i32
     );
 
-    // Every subscriber reads the whole log again: nothing is applied twice.
-    let mut bus = db::connect_once(mesh.bus_db.url().expose())
-        .await
-        .expect("bus");
-    bus.batch_execute("UPDATE subscriber_cursors SET position = 0")
-        .await
-        .expect("rewound");
-    eventually("the rewound subscribers catch up", || async {
-        count(
-            &mesh.bus_db.url(),
-            "SELECT count(*)::bigint AS total FROM subscriber_cursors \
-             WHERE position < (SELECT max(position) FROM event_log)",
-        )
-        .await
-            == 0
-    })
-    .await;
-    assert_eq!(mesh.balances(&investors).await, expected);
-    let told = mesh
-        .notifications
-        .clone()
-        .list_notifications(ana.call(ListNotificationsRequest::default()))
-        .await
-        .expect("listed")
-        .into_inner();
-    assert_eq!(
-        told.notifications
-            .iter()
-            .filter(|n| n.kind == NotificationKind::DistributionCompleted as i32)
-            .count(),
-        1,
-        "told once"
-    );
-    assert_eq!(
-        count(
-            &money.wallet_db.url(),
-            "SELECT count(*)::bigint AS total FROM ledger_transactions WHERE kind = 'distribution_credit'",
-        )
-        .await,
-        3
-    );
-
+    // Every event is delivered again, then installment 2 is paid: its
+    // events queue behind the redelivered ones, so once its shares arrive
+    // every redelivery was handled, and applied nothing twice.
+    mesh.redeliver_everything().await;
+    eventually("the redelivered events are published", || mesh.caught_up()).await;
     mesh.pay(&producer, &offer.id, 2).await;
     let settled: Vec<i64> = expected.iter().zip(shares).map(|(b, s)| b + s).collect();
     eventually("the second distribution", || async {
         mesh.balances(&investors).await == settled
     })
     .await;
+    eventually("ana is told of both distributions", || async {
+        mesh.notifications
+            .clone()
+            .list_notifications(ana.call(ListNotificationsRequest::default()))
+            .await
+            .is_ok_and(|page| {
+                page.get_ref()
+                    .notifications
+                    .iter()
+                    .filter(|n| n.kind == NotificationKind::DistributionCompleted as i32)
+                    .count()
+                    == 2
+            })
+    })
+    .await;
+    assert_eq!(mesh.balances(&investors).await, settled, "nothing twice");
+    assert_eq!(
+        count(
+            &money.wallet_db.url(),
+            "SELECT count(*)::bigint AS total FROM ledger_transactions WHERE kind = 'distribution_credit'",
+        )
+        .await,
+        6
+    );
     eventually("the offering settles", || async {
         money.offering(&offer.id).await.status == OfferingStatus::Settled as i32
     })
@@ -426,7 +512,7 @@ async fn a_payment_reaches_every_holder_exactly_once_and_the_last_settles_the_of
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn notification_streams_resume_after_an_id_beat_and_end_cleanly() {
-    let mesh = spawn_event_mesh().await;
+    let mesh = spawn_event_mesh(false).await;
     let money = &mesh.money;
     let producer = money.user("producer");
     let ana = money.user("investor");

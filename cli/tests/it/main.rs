@@ -345,6 +345,73 @@ fn run_client(program: &str, args: &[&str]) {
 }
 
 #[test]
+fn up_with_a_broker_carries_events_through_rabbitmq() {
+    let (_home, prefix, mut command, gateway, services) = up_on_the_test_server();
+    command
+        .env("SAFRA_BROKER", "amqp://guest:guest@127.0.0.1:5672/%2f")
+        .env("SAFRA_BROKER_NAMESPACE", &prefix);
+    let mut up = Up::start(command, gateway, services);
+    let register = r#"{"email":"broker@example.com","password":"a broker password 123","displayName":"Bia","role":"ROLE_INVESTOR"}"#;
+    let (status, body) = http(up.gateway, "POST", "/v1/accounts:register", &[], register);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(
+        up.gateway,
+        "POST",
+        "/v1/accounts:login",
+        &[],
+        r#"{"email":"broker@example.com","password":"a broker password 123"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let tokens: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let bearer = format!(
+        "Bearer {}",
+        tokens["accessToken"].as_str().expect("an access token")
+    );
+    let waited = Instant::now();
+    loop {
+        let (status, body) = http(
+            up.gateway,
+            "GET",
+            "/v1/notifications",
+            &[("Authorization", &bearer)],
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        if body.contains("Welcome to Safra") {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "no welcome notification through the broker in 30 s: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !bus_holds(
+            &prefix,
+            "safra.events.v1.UserRegistered",
+            Duration::from_millis(100)
+        ),
+        "with a broker, the PostgreSQL bus carries nothing"
+    );
+    up.signal("-TERM");
+    assert!(up.wait(Duration::from_secs(30)).success());
+    for subscription in safra::bus::subscriptions::MESH {
+        for queue in [
+            format!("{prefix}.{}", subscription.subscriber),
+            format!("{prefix}.{}.dead", subscription.subscriber),
+        ] {
+            drop(
+                Command::new("rabbitmqctl")
+                    .args(["-q", "delete_queue", &queue])
+                    .output(),
+            );
+        }
+    }
+    drop_databases(&prefix);
+}
+
+#[test]
 fn the_gateway_serves_rest_grpc_and_the_console_in_front_of_the_real_mesh() {
     let (_home, prefix, command, gateway, services) = up_on_the_test_server();
     let up = Up::start(command, gateway, services);

@@ -15,10 +15,13 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use safra::{
-    bus::subscriber::{self, Handler, HandlerError, HandlerFuture, Retries, Subscriber},
+    bus::{
+        subscriber::{self, Handler, HandlerError, HandlerFuture, Retries, Subscriber},
+        subscriptions,
+    },
     contract::status::{self, Violation},
     data::db::Database,
-    data::outbox::{Event, OutboxEvent},
+    data::outbox::OutboxEvent,
     data::paging::{self, timestamp},
     distribution::v1::{
         Distribution, DistributionLine, DistributionStatus, GetDistributionRequest,
@@ -117,7 +120,7 @@ impl Distributions {
         vec![
             Subscriber::new(
                 PRODUCER,
-                [PaymentConfirmed::TYPE],
+                subscriptions::of(PRODUCER).iter().copied(),
                 Arc::new(PaymentHandler {
                     marketplace: self.marketplace.clone(),
                     retrier: self.retrier.clone(),

@@ -20,7 +20,10 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use chrono::{Datelike, NaiveDate, Utc};
 use safra::{
-    bus::subscriber::{self, Handler, HandlerError, HandlerFuture, Retries, Subscriber},
+    bus::{
+        subscriber::{self, Handler, HandlerError, HandlerFuture, Retries, Subscriber},
+        subscriptions,
+    },
     contract::status::{self, Violation},
     data::db::Database,
     data::outbox::{Event, OutboxEvent},
@@ -207,7 +210,7 @@ impl Marketplace {
     pub fn subscribers(&self, retries: Retries) -> Vec<Subscriber> {
         vec![Subscriber::new(
             PRODUCER,
-            [PaymentConfirmed::TYPE, DistributionCompleted::TYPE],
+            subscriptions::of(PRODUCER).iter().copied(),
             Arc::new(MarketplaceEvents),
             self.db.clone(),
             retries,

@@ -12,7 +12,10 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use safra::{
-    bus::subscriber::{self, Handler, HandlerError, HandlerFuture, Retries, Subscriber},
+    bus::{
+        subscriber::{self, Handler, HandlerError, HandlerFuture, Retries, Subscriber},
+        subscriptions,
+    },
     contract::status::{self, Violation},
     data::db::{Connection, Database},
     data::outbox::Event,
@@ -164,15 +167,7 @@ impl Notifications {
     pub fn subscribers(&self, retries: Retries) -> Vec<Subscriber> {
         vec![Subscriber::new(
             SUBSCRIBER,
-            [
-                UserRegistered::TYPE,
-                InvestmentCreated::TYPE,
-                PaymentConfirmed::TYPE,
-                DistributionCompleted::TYPE,
-                OfferingFunded::TYPE,
-                OfferingCancelled::TYPE,
-                OfferingSettled::TYPE,
-            ],
+            subscriptions::of(SUBSCRIBER).iter().copied(),
             Arc::new(NoticeHandler),
             self.db.clone(),
             retries,
