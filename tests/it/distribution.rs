@@ -34,8 +34,12 @@ use safra_notifications::api::{Hub, Notifications};
 use safra_test_support::TestDatabase;
 use tonic::Code;
 
+use safra::config::{LogConfig, LogFormat};
+use tracing::Instrument;
+
 use crate::bus::{broker_url, clean_up_broker};
 use crate::money::{MoneyMesh, User, bind, count, reason, retrier, spawn_money_mesh, verifier};
+use crate::tracing::{ReceivedSpan, Receiver};
 
 /// The money mesh with the bus, the distribution service and every
 /// service's relay and subscribers running.
@@ -661,4 +665,134 @@ async fn notification_streams_resume_after_an_id_beat_and_end_cleanly() {
     .await
     .expect("the stream ends within 10 s");
     assert!(matches!(end, Ok(None)), "a clean end, got {end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_trace_follows_a_payment_through_the_relay_the_split_each_credit_and_the_notices() {
+    let receiver = Receiver::default();
+    let otlp = receiver.serve().await;
+    let telemetry = safra::observability::telemetry::init_with_writer(
+        &LogConfig {
+            format: LogFormat::Json,
+            filter: "info".into(),
+            otlp_endpoint: Some(otlp),
+        },
+        "events-trace-test",
+        std::io::sink,
+    )
+    .expect("telemetry");
+    let mesh = spawn_event_mesh(false).await;
+    let money = &mesh.money;
+    let producer = money.user("producer");
+    let investors = [
+        money.user("investor"),
+        money.user("investor"),
+        money.user("investor"),
+    ];
+    let offer = money.create(&producer, 90_000).await;
+    for (n, investor) in investors.iter().enumerate() {
+        money.deposit(investor, 30_000).await;
+        money
+            .invest(investor, &offer.id, 30_000, &format!("stake-{n}"))
+            .await
+            .expect("invested");
+    }
+    money
+        .settle_until("the payout", || async {
+            money.balance(&producer).await == 90_000
+        })
+        .await;
+    let before = mesh.balances(&investors.iter().collect::<Vec<_>>()).await;
+
+    let root = tracing::info_span!("test.pay_installment");
+    mesh.pay(&producer, &offer.id, 1).instrument(root).await;
+    // 49,500 over three equal stakes.
+    let expected: Vec<i64> = before.iter().map(|balance| balance + 16_500).collect();
+    eventually("the distribution", || async {
+        mesh.balances(&investors.iter().collect::<Vec<_>>()).await == expected
+    })
+    .await;
+    for investor in &investors {
+        eventually("the holder is told", || async {
+            mesh.notifications
+                .clone()
+                .list_notifications(investor.call(ListNotificationsRequest::default()))
+                .await
+                .is_ok_and(|page| {
+                    page.get_ref()
+                        .notifications
+                        .iter()
+                        .any(|n| n.kind == NotificationKind::DistributionCompleted as i32)
+                })
+        })
+        .await;
+    }
+    // Spans end as their work does; give the last ones a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let telemetry = tokio::task::spawn_blocking(move || {
+        telemetry.flush();
+        telemetry
+    })
+    .await
+    .expect("flushed");
+
+    let spans = receiver.0.lock().expect("spans").clone();
+    let root = spans
+        .iter()
+        .find(|span| span.name == "test.pay_installment")
+        .unwrap_or_else(|| panic!("no root span among {} spans", spans.len()));
+    let trace: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|span| span.trace_id == root.trace_id)
+        .collect();
+    let named = |name: &str| trace.iter().filter(|span| span.name == name).count();
+    // A call shows as a client span and a server span of the same name.
+    let served = |name: &str| {
+        trace
+            .iter()
+            .filter(|span| span.name == name && span.kind == 2)
+            .count()
+    };
+    let handled_by = |subscriber: &str| {
+        trace
+            .iter()
+            .filter(|span| {
+                span.name == "handle event" && span.attribute("subscriber") == Some(subscriber)
+            })
+            .count()
+    };
+    let summary: Vec<String> = trace
+        .iter()
+        .map(|span| {
+            format!(
+                "{} {} {:?}",
+                span.kind,
+                span.name,
+                span.attribute("subscriber")
+            )
+        })
+        .collect();
+    assert_eq!(
+        served("/safra.wallet.v1.WalletService/PayInstallment"),
+        1,
+        "{summary:#?}"
+    );
+    // PaymentConfirmed left the wallet, DistributionCompleted the distribution.
+    assert!(named("publish event") >= 2, "{summary:#?}");
+    assert_eq!(handled_by("distribution"), 1, "{summary:#?}");
+    assert_eq!(
+        served("/safra.marketplace.v1.MarketplaceService/ListHolders"),
+        1,
+        "{summary:#?}"
+    );
+    assert_eq!(named("distribute payment"), 1, "{summary:#?}");
+    assert_eq!(
+        served("/safra.wallet.v1.WalletService/Credit"),
+        3,
+        "each credit in the trace: {summary:#?}"
+    );
+    // The marketplace and notifications handle both events of the payment.
+    assert_eq!(handled_by("marketplace"), 2, "{summary:#?}");
+    assert_eq!(handled_by("notifications"), 2, "{summary:#?}");
+    drop(telemetry);
 }

@@ -23,15 +23,46 @@ use super::runtime::{Seen, spawn_mesh, spawn_relaying_echo};
 
 /// A span as the receiver got it.
 #[derive(Debug, Clone)]
-struct ReceivedSpan {
-    name: String,
-    trace_id: Vec<u8>,
-    span_id: Vec<u8>,
-    parent_span_id: Vec<u8>,
+pub(crate) struct ReceivedSpan {
+    pub(crate) name: String,
+    pub(crate) trace_id: Vec<u8>,
+    pub(crate) span_id: Vec<u8>,
+    pub(crate) parent_span_id: Vec<u8>,
+    /// String attributes, e.g. `subscriber`.
+    pub(crate) attributes: Vec<(String, String)>,
+    /// OTLP's span kind (2 server, 3 client, 4 producer, 5 consumer).
+    pub(crate) kind: i32,
 }
 
+impl ReceivedSpan {
+    /// The string attribute `key`, if it has one.
+    pub(crate) fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// A real OTLP/gRPC trace receiver, keeping what it is sent.
 #[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<ReceivedSpan>>>);
+pub(crate) struct Receiver(pub(crate) Arc<Mutex<Vec<ReceivedSpan>>>);
+
+impl Receiver {
+    /// Serves on a free loopback port; returns its `http://` endpoint.
+    pub(crate) async fn serve(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let otlp = listener.local_addr().expect("addr");
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(self.clone()))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        format!("http://{otlp}")
+    }
+}
 
 #[tonic::async_trait]
 impl TraceService for Receiver {
@@ -43,11 +74,26 @@ impl TraceService for Receiver {
         for resource in request.into_inner().resource_spans {
             for scope in resource.scope_spans {
                 for span in scope.spans {
+                    let attributes = span
+                        .attributes
+                        .iter()
+                        .filter_map(|attribute| {
+                            use opentelemetry_proto::tonic::common::v1::any_value::Value;
+                            match attribute.value.as_ref()?.value.as_ref()? {
+                                Value::StringValue(text) => {
+                                    Some((attribute.key.clone(), text.clone()))
+                                }
+                                _ => None,
+                            }
+                        })
+                        .collect();
                     spans.push(ReceivedSpan {
                         name: span.name,
                         trace_id: span.trace_id,
                         span_id: span.span_id,
                         parent_span_id: span.parent_span_id,
+                        attributes,
+                        kind: span.kind,
                     });
                 }
             }
@@ -90,22 +136,13 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_spans_a_call_through_two_services_and_reaches_otlp() {
     let receiver = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let otlp = listener.local_addr().expect("addr");
-    let service = TraceServiceServer::new(receiver.clone());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+    let otlp = receiver.serve().await;
     let logs = Captured::default();
     let telemetry = safra::observability::telemetry::init_with_writer(
         &LogConfig {
             format: LogFormat::Json,
             filter: "info".into(),
-            otlp_endpoint: Some(format!("http://{otlp}")),
+            otlp_endpoint: Some(otlp),
         },
         "trace-test",
         logs.clone(),
