@@ -13,10 +13,10 @@
 //!   typed stubs (feature `client`), the server builder (feature `server`);
 //! - [`observability`]: logging and traces, request metrics and the admin
 //!   HTTP port (the last two with `server`);
-//! - [`data`] (feature `db`): PostgreSQL pools and migrations, keyset
-//!   paging, the outbox writer (feature `events`);
-//! - [`bus`] (feature `events`): event delivery over PostgreSQL — the
-//!   outbox relay and subscribers;
+//! - [`data`]: keyset paging; with feature `db` PostgreSQL pools and
+//!   migrations, with `events` the outbox writer;
+//! - [`bus`] (feature `events`): event delivery over PostgreSQL or
+//!   RabbitMQ — the outbox relay, subscribers and the jobs monitor;
 //! - [`config`] and [`mesh`]: typed settings and the catalogue of services.
 //!
 //! Features: `client` (default) generates client stubs; `server` generates
@@ -28,7 +28,6 @@
 pub mod bus;
 pub mod config;
 pub mod contract;
-#[cfg(feature = "db")]
 pub mod data;
 pub mod identity;
 pub mod mesh;

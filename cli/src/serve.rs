@@ -11,6 +11,7 @@ use safra::{
     distribution::v1::distribution_service_server::DistributionServiceServer,
     identity::auth::TokenVerifier,
     identity::tls::{MeshTls, TlsPaths},
+    jobs::v1::jobs_service_server::JobsServiceServer,
     marketplace::v1::marketplace_service_server::MarketplaceServiceServer,
     mesh::Service,
     notifications::v1::notifications_service_server::NotificationsServiceServer,
@@ -116,18 +117,9 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                     when_stopped(stopped.clone()),
                 ));
             }
-            let subscribe = |subscribers: Vec<safra::bus::subscriber::Subscriber>| {
-                let Some(bus) = &bus else {
-                    if !subscribers.is_empty() {
-                        tracing::warn!(%service, "neither SAFRA_BROKER nor SAFRA_BUS_DATABASE_URL: this service follows no events");
-                    }
-                    return;
-                };
-                for subscriber in subscribers {
-                    tokio::spawn(subscriber.run(bus.clone(), when_stopped(stopped.clone())));
-                }
-            };
             let retries = safra::bus::subscriber::Retries::default();
+            let jobs_database = database.clone();
+            let mut subscribers = Vec::new();
             let server = match service {
                 Service::Accounts => {
                     // Accounts verifies the tokens it signs with the keys it publishes.
@@ -141,7 +133,7 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                 }
                 Service::Marketplace => {
                     let marketplace = marketplace(reader, &tls, database)?;
-                    subscribe(marketplace.subscribers(retries));
+                    subscribers = marketplace.subscribers(retries);
                     tokio::spawn(
                         marketplace
                             .clone()
@@ -157,7 +149,7 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                 }
                 Service::Distribution => {
                     let distributions = distribution(reader, &tls, database)?;
-                    subscribe(distributions.subscribers(retries));
+                    subscribers = distributions.subscribers(retries);
                     tokio::spawn(
                         distributions
                             .clone()
@@ -179,12 +171,39 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                         Duration::from_secs(heartbeat.max(1)),
                         stopped.clone(),
                     );
-                    subscribe(notifications.subscribers(retries));
+                    subscribers = notifications.subscribers(retries);
                     MeshServer::new(service, tls, verifier)?
                         .add_service(NotificationsServiceServer::new(notifications))
                 }
             };
+            match &bus {
+                Some(bus) => {
+                    for subscriber in &subscribers {
+                        tokio::spawn(
+                            subscriber
+                                .clone()
+                                .run(bus.clone(), when_stopped(stopped.clone())),
+                        );
+                    }
+                }
+                None if !subscribers.is_empty() => tracing::warn!(
+                    %service,
+                    "neither SAFRA_BROKER nor SAFRA_BUS_DATABASE_URL: this service follows no events"
+                ),
+                None => {}
+            }
+            // The jobs monitor of this service's outbox and subscribers.
+            let jobs = Arc::new(safra::bus::jobs::Jobs::new(
+                service.name(),
+                jobs_database,
+                bus,
+                subscribers,
+            ));
+            let jobs_metrics = safra::bus::jobs::JobsMetrics::default();
+            tokio::spawn(jobs_metrics.clone().run(jobs.clone()));
             server
+                .add_service(JobsServiceServer::from_arc(jobs))
+                .with_metrics(move |registry| jobs_metrics.register(registry))
                 .with_version(crate::VERSION)
                 .with_admin(admin, checks)
                 .serve(listener, &[service.grpc_service()], when_stopped(stopped))

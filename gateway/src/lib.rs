@@ -19,6 +19,7 @@
 mod codec;
 mod console;
 pub mod errors;
+mod jobs;
 mod listener;
 pub mod openapi;
 mod proxy;
@@ -46,6 +47,7 @@ use safra::{
     contract::gate::Gate,
     identity::auth::TokenVerifier,
     identity::tls::MeshTls,
+    jobs::v1::jobs_service_server::JobsServiceServer,
     mesh::Service,
     transport::client::AccountsJwks,
     transport::client::{MeshChannel, mesh_channel},
@@ -405,10 +407,17 @@ pub async fn serve(
     ));
     let pool = safra::contract::descriptor::pool()
         .map_err(|error| GatewayError::Contracts(error.to_string()))?;
-    let upstreams = channels
+    let mut upstreams: HashMap<String, MeshChannel> = channels
         .iter()
         .map(|(service, channel)| (service.grpc_service().to_owned(), channel.clone()))
         .collect();
+    // The jobs monitor merged across services, in this process behind a
+    // loopback mTLS port of its own, reached like any upstream.
+    let jobs = serve_jobs(tls, verifier.clone(), channels.clone()).await?;
+    upstreams.insert(
+        <JobsServiceServer<jobs::MergedJobs> as tonic::server::NamedService>::NAME.to_owned(),
+        jobs,
+    );
     let settings = EdgeSettings {
         rate_limit_rps: config.rate_limit_rps,
         cors_origins: config.cors_origins.clone(),
@@ -423,6 +432,35 @@ pub async fn serve(
         .with_state(readiness)
         .merge(router(edge));
     serve_router(listener, app, shutdown).await
+}
+
+/// Starts the merged jobs monitor on a loopback port, served as the
+/// gateway (its certificate, the contracts' rules), and returns the
+/// channel the edge calls it through.
+async fn serve_jobs(
+    tls: &Arc<MeshTls>,
+    verifier: Arc<TokenVerifier>,
+    channels: Vec<(Service, MeshChannel)>,
+) -> Result<MeshChannel, GatewayError> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|error| GatewayError::Contracts(format!("the jobs monitor's port: {error}")))?;
+    let address = listener
+        .local_addr()
+        .map_err(|error| GatewayError::Contracts(format!("the jobs monitor's port: {error}")))?;
+    let server = safra::transport::server::MeshServer::named("gateway", tls.clone(), verifier)
+        .map_err(|error| GatewayError::Contracts(error.to_string()))?
+        .add_service(JobsServiceServer::new(jobs::MergedJobs::new(channels)));
+    tokio::spawn(async move {
+        if let Err(error) = server.serve(listener, &[], std::future::pending()).await {
+            tracing::error!(%error, "the jobs monitor stopped");
+        }
+    });
+    mesh_channel(tls, "gateway", &address.to_string()).map_err(|error| GatewayError::Upstream {
+        service: "JOBS".into(),
+        url: address.to_string(),
+        reason: error.to_string(),
+    })
 }
 
 /// Serves `app` (HTTP/1.1 and h2c) on `listener` until `shutdown`

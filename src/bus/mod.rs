@@ -18,6 +18,8 @@ use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 use crate::data::db::DbError;
 
+#[cfg(feature = "server")]
+pub mod jobs;
 pub mod postgres;
 pub mod rabbit;
 pub mod relay;

@@ -247,6 +247,27 @@ impl RabbitBus {
         Ok(())
     }
 
+    /// Messages ready in `subscriber`'s queue (those delivered and not yet
+    /// acknowledged are not counted).
+    ///
+    /// # Errors
+    /// [`BusError::Broker`], also when the queue does not exist yet.
+    pub async fn queue_depth(&self, subscriber: &str) -> Result<u32, BusError> {
+        let (_connection, channel) = self.open("jobs monitor").await?;
+        let queue = channel
+            .queue_declare(
+                short(&self.queue(subscriber))?,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|error| broker_error(&error))?;
+        Ok(queue.message_count())
+    }
+
     /// Declares the queue of subscriber `name`, its dead-letter queue and
     /// the bindings of its `types`.
     async fn declare(

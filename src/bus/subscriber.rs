@@ -14,7 +14,16 @@
 //! bus wakes it when the log grows, a slow poll covers a lost notification,
 //! and a full batch is followed by the next one at once.
 
-use std::{collections::BTreeSet, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeSet,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::sync::Notify;
 use tokio_stream::StreamExt;
@@ -134,6 +143,21 @@ impl Round {
     }
 }
 
+/// What a subscriber is doing right now, in this replica, for the jobs
+/// monitor (the durable figures come from the database).
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// Events being handled.
+    pub in_flight: AtomicI64,
+    /// Events waiting between a failed attempt and the next.
+    pub retrying: AtomicI64,
+    /// Failed attempts retried since the process started.
+    pub retries_total: AtomicU64,
+    /// `occurred_at` (Unix milliseconds) of the event being handled; 0 when
+    /// idle.
+    pub handling_since: AtomicI64,
+}
+
 /// A named subscriber.
 #[derive(Clone)]
 pub struct Subscriber {
@@ -143,6 +167,7 @@ pub struct Subscriber {
     service: Database,
     retries: Retries,
     after_handling: Option<Arc<Notify>>,
+    activity: Arc<Activity>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -178,7 +203,20 @@ impl Subscriber {
             service,
             retries,
             after_handling: None,
+            activity: Arc::new(Activity::default()),
         }
+    }
+
+    /// What it is doing right now in this replica.
+    #[must_use]
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
+    /// The database it records handled and parked events in.
+    #[must_use]
+    pub fn database(&self) -> &Database {
+        &self.service
     }
 
     /// Rings `bell` after every round that handled something, once those
@@ -331,14 +369,41 @@ impl Subscriber {
         if !self.types.contains(event_type) {
             return Ok(Outcome::Ignored);
         }
+        let occurred = envelope.occurred_at.as_ref().map_or(0, |time| {
+            time.seconds
+                .saturating_mul(1000)
+                .saturating_add(i64::from(time.nanos / 1_000_000))
+        });
+        self.activity
+            .handling_since
+            .store(occurred, Ordering::Relaxed);
+        self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        let outcome = self
+            .attempts(event_id, event_type, encoded, &envelope)
+            .await;
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.activity.handling_since.store(0, Ordering::Relaxed);
+        outcome
+    }
+
+    async fn attempts(
+        &self,
+        event_id: uuid::Uuid,
+        event_type: &str,
+        encoded: &[u8],
+        envelope: &Envelope,
+    ) -> Result<Outcome, BusError> {
         let mut last_error = String::new();
         for attempt in 1..=self.retries.attempts.max(1) {
-            match self.attempt(event_id, event_type, &envelope).await {
+            match self.attempt(event_id, event_type, envelope).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(error) => last_error = error.0,
             }
             if attempt < self.retries.attempts {
+                self.activity.retrying.fetch_add(1, Ordering::Relaxed);
+                self.activity.retries_total.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(self.backoff(attempt)).await;
+                self.activity.retrying.fetch_sub(1, Ordering::Relaxed);
             }
         }
         tracing::warn!(subscriber = %self.name, event = %event_id, error = %last_error, "event parked");

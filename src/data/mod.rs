@@ -1,8 +1,9 @@
-//! A service's data (feature `db`): the PostgreSQL pool, migrations and
-//! transactions, keyset pagination as every List RPC does it, and the
-//! outbox writer that commits events with the change they describe
-//! (feature `events`).
+//! A service's data: keyset pagination as every List RPC does it (the edge
+//! too), and with feature `db` the PostgreSQL pool, migrations and
+//! transactions, and the outbox writer that commits events with the change
+//! they describe (feature `events`).
 
+#[cfg(feature = "db")]
 pub mod db;
 #[cfg(feature = "events")]
 pub mod outbox;

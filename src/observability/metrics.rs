@@ -135,6 +135,12 @@ impl Metrics {
         }
     }
 
+    /// The registry, for a process to add metrics of its own before it
+    /// serves.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// Everything in Prometheus text format.
     #[must_use]
     pub fn render(&self) -> String {

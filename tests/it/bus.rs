@@ -535,3 +535,156 @@ fn rabbitmqctl(args: &[&str]) {
         .expect("rabbitmqctl runs (scripts/test installs RabbitMQ)");
     assert!(status.success(), "rabbitmqctl {args:?}");
 }
+
+/// Records each PaymentConfirmed, failing for installment `poison` while
+/// it is set (0: none).
+struct Switchable {
+    poison: Arc<std::sync::atomic::AtomicI32>,
+}
+
+impl Handler for Switchable {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        envelope: &'a Envelope,
+    ) -> HandlerFuture<'a> {
+        let poison =
+            std::sync::atomic::AtomicI32::load(&self.poison, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            Record {
+                poison: (poison != 0).then_some(poison),
+                stall: None,
+            }
+            .handle(conn, envelope)
+            .await
+        })
+    }
+}
+
+on_both_transports!(
+    the_jobs_monitor_shows_the_backlog_and_retries_or_discards_parked_events,
+    postgres_jobs_monitor_retries_and_discards,
+    rabbitmq_jobs_monitor_retries_and_discards
+);
+
+async fn the_jobs_monitor_shows_the_backlog_and_retries_or_discards_parked_events(bus: &Bus) {
+    use safra::jobs::v1::{
+        DiscardParkedEventRequest, ListParkedEventsRequest, ListSubscriptionsRequest,
+        RetryParkedEventRequest, jobs_service_server::JobsService,
+    };
+    use tonic::Request;
+
+    let poison = Arc::new(std::sync::atomic::AtomicI32::new(2));
+    let subscriber = Subscriber::new(
+        SUBSCRIBER,
+        ["safra.events.v1.PaymentConfirmed"],
+        Arc::new(Switchable {
+            poison: poison.clone(),
+        }),
+        bus.consumer_pool.clone(),
+        Retries {
+            attempts: 3,
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(5),
+        },
+    );
+    let jobs = safra::bus::jobs::Jobs::new(
+        "notifications",
+        bus.consumer_pool.clone(),
+        Some(bus.bus.clone()),
+        vec![subscriber.clone()],
+    );
+    let subscription = || async {
+        let listed = jobs
+            .list_subscriptions(Request::new(ListSubscriptionsRequest::default()))
+            .await
+            .expect("listed")
+            .into_inner();
+        let [subscription] = listed.subscriptions.as_slice() else {
+            panic!("one subscription: {listed:?}");
+        };
+        subscription.clone()
+    };
+
+    // Published, nobody handling yet: a backlog of three.
+    emit(bus, "offering:j", 1..=3).await;
+    bus.relay_all().await;
+    let waiting = subscription().await;
+    assert_eq!(waiting.backlog, 3, "{waiting:?}");
+    assert_eq!(waiting.handled_total, 0);
+    if bus.kind == Kind::Postgres {
+        assert!(
+            waiting
+                .lag
+                .is_some_and(|lag| lag.seconds > 0 || lag.nanos > 0)
+        );
+    }
+
+    let running = bus.run(subscriber);
+    bus.until(EFFECTS, 2).await;
+    bus.until("SELECT count(*) AS n FROM parked_events", 1)
+        .await;
+    let settled = subscription().await;
+    assert_eq!(
+        (settled.parked, settled.handled_total, settled.retries_total),
+        (1, 2, 2),
+        "{settled:?}"
+    );
+    let parked = jobs
+        .list_parked_events(Request::new(ListParkedEventsRequest::default()))
+        .await
+        .expect("listed")
+        .into_inner()
+        .parked_events;
+    let [entry] = parked.as_slice() else {
+        panic!("one parked event: {parked:?}");
+    };
+    assert_eq!(entry.attempts, 3);
+    assert!(entry.last_error.starts_with("installment 2"), "{entry:?}");
+    assert_eq!(
+        entry.event.as_ref().map(|event| event.r#type.as_str()),
+        Some("safra.events.v1.PaymentConfirmed")
+    );
+
+    // Fixed, retried: handled, and no longer parked.
+    poison.store(0, std::sync::atomic::Ordering::SeqCst);
+    jobs.retry_parked_event(Request::new(RetryParkedEventRequest {
+        parked_event_id: entry.id.clone(),
+    }))
+    .await
+    .expect("retried");
+    bus.until(EFFECTS, 3).await;
+    bus.until("SELECT count(*) AS n FROM parked_events", 0)
+        .await;
+
+    // Another poison, discarded: gone, never applied.
+    poison.store(4, std::sync::atomic::Ordering::SeqCst);
+    emit(bus, "offering:j", [4]).await;
+    bus.relay_all().await;
+    bus.until("SELECT count(*) AS n FROM parked_events", 1)
+        .await;
+    let parked = jobs
+        .list_parked_events(Request::new(ListParkedEventsRequest::default()))
+        .await
+        .expect("listed")
+        .into_inner()
+        .parked_events;
+    jobs.discard_parked_event(Request::new(DiscardParkedEventRequest {
+        parked_event_id: parked[0].id.clone(),
+    }))
+    .await
+    .expect("discarded");
+    assert_eq!(
+        count(&bus.consumer, "SELECT count(*) AS n FROM parked_events").await,
+        0
+    );
+    assert_eq!(count(&bus.consumer, EFFECTS).await, 3);
+    let missing = jobs
+        .discard_parked_event(Request::new(DiscardParkedEventRequest {
+            parked_event_id: parked[0].id.clone(),
+        }))
+        .await
+        .expect_err("already gone");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    running.abort();
+}

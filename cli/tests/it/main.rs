@@ -18,6 +18,8 @@ use safra::mesh::Service;
 mod crash;
 
 const SAFRA: &str = env!("CARGO_BIN_EXE_safra");
+/// The first admin's password in the meshes these tests start.
+const ADMIN_PASSWORD: &str = "the test admin's password 1";
 /// Generous: a debug build on a busy two-core machine.
 const READY_WITHIN: Duration = Duration::from_secs(120);
 
@@ -143,6 +145,18 @@ impl Drop for Up {
 }
 
 /// Status line and body of a plain HTTP/1.1 GET.
+/// `Bearer <access token>` of `email`, signed in through the edge.
+fn login(gateway: SocketAddr, email: &str, password: &str) -> String {
+    let body = serde_json::json!({ "email": email, "password": password }).to_string();
+    let (status, answer) = http(gateway, "POST", "/v1/accounts:login", &[], &body);
+    assert_eq!(status, 200, "{email} signs in: {answer}");
+    let tokens: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    format!(
+        "Bearer {}",
+        tokens["accessToken"].as_str().expect("an access token")
+    )
+}
+
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http(addr, "GET", path, &[], "")
 }
@@ -244,6 +258,40 @@ fn bus_holds(prefix: &str, event_type: &str, patience: Duration) -> bool {
     })
 }
 
+/// Parks an event in the notifications service of the run with `prefix`,
+/// as a subscriber that gave up would; returns the parked entry's id.
+fn park_an_event(prefix: &str) -> String {
+    use diesel_async::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Parked {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = safra::data::db::with_database(
+        &safra_test_support::server_url(),
+        &format!("{prefix}_notifications"),
+    );
+    runtime.block_on(async {
+        let mut conn = safra::data::db::connect_once(&url)
+            .await
+            .expect("the notifications database");
+        let rows: Vec<Parked> = diesel::sql_query(
+            "INSERT INTO parked_events (subscriber, event_id, event_type, envelope, attempts, last_error) \
+             VALUES ('notifications', gen_random_uuid(), 'safra.events.v1.UserRegistered', '', 5, \
+                     'parked by the up test') RETURNING id::text AS id",
+        )
+        .load(&mut conn)
+        .await
+        .expect("parked");
+        rows.into_iter().next().expect("a parked row").id
+    })
+}
+
 fn drop_databases(prefix: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -268,7 +316,9 @@ fn up_on_the_test_server() -> (
     let (mut command, gateway, services) = up_command(home.path());
     command
         .env("DATABASE_URL", safra_test_support::server_url())
-        .env("SAFRA_DB_PREFIX", &prefix);
+        .env("SAFRA_DB_PREFIX", &prefix)
+        .env("SAFRA_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("SAFRA_NOTIFICATIONS_HEARTBEAT_SECS", "2");
     (home, prefix, command, gateway, services)
 }
 
@@ -331,8 +381,13 @@ fn repository_root() -> std::path::PathBuf {
 /// Runs a test client (Python, Node) against the gateway and asserts that
 /// it passed, showing its output when it did not.
 fn run_client(program: &str, args: &[&str]) {
+    run_client_with(program, args, &[]);
+}
+
+fn run_client_with(program: &str, args: &[&str], env: &[(&str, &str)]) {
     let output = Command::new(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(repository_root())
         .output()
         .unwrap_or_else(|error| panic!("{program} cannot run: {error}"));
@@ -490,6 +545,45 @@ fn the_gateway_serves_rest_grpc_and_the_console_in_front_of_the_real_mesh() {
     );
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""distributions":[]"#), "{body}");
+    // The jobs monitor, merged at the edge, for admins only.
+    let (status, body) = http(
+        gateway,
+        "GET",
+        "/v1/jobs/subscriptions",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(status, 403, "an investor is refused: {body}");
+    let admin = login(gateway, "admin@safra.local", ADMIN_PASSWORD);
+    let (status, body) = http(
+        gateway,
+        "GET",
+        "/v1/jobs/subscriptions",
+        &[("Authorization", &admin)],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    for name in ["distribution", "marketplace", "notifications"] {
+        assert!(
+            body.contains(&format!(r#""name":"{name}""#)),
+            "{name} in {body}"
+        );
+    }
+    assert!(body.contains(r#""transport":"postgres""#), "{body}");
+    let (status, body) = http(
+        gateway,
+        "GET",
+        "/v1/jobs/outboxes",
+        &[("Authorization", &admin)],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    for service in Service::ALL {
+        assert!(
+            body.contains(&format!(r#""service":"{}""#, service.name())),
+            "{service} in {body}"
+        );
+    }
     // The registration's UserRegistered reaches notifications over the bus.
     let waited = std::time::Instant::now();
     loop {
@@ -548,6 +642,18 @@ fn the_gateway_serves_rest_grpc_and_the_console_in_front_of_the_real_mesh() {
     let url = format!("http://{gateway}");
     run_client("node", &["gateway/console/test/browser.mjs", &url]);
     run_client("node", &["gateway/console/test/marketplace.mjs", &url]);
+    run_client("node", &["gateway/console/test/notifications.mjs", &url]);
+    let parked = park_an_event(&prefix);
+    run_client_with(
+        "node",
+        &["gateway/console/test/jobs.mjs", &url],
+        &[
+            ("SAFRA_ADMIN_EMAIL", "admin@safra.local"),
+            ("SAFRA_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("SAFRA_PARKED_EVENT_ID", &parked),
+            ("SAFRA_PARKED_ACTION", "discard"),
+        ],
+    );
 
     // REST fuzzing from the published document: no server error, answers
     // as documented, for the services built so far (the others answer 501

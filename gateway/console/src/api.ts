@@ -3,11 +3,16 @@
 // gateway's `x-trace-id` (shown by the page as "last call"), attach the
 // bearer token, and on UNAUTHENTICATED trade the refresh token for a new
 // pair once and retry the call once. A new service is one more
-// `createClient(XService, authenticated)` line here.
+// `createClient(XService, authenticated)` line here. Calls the console makes
+// by itself rather than for what the user did (the nav bar's unread count,
+// the live notification stream, the jobs monitor's refresh ticks) go through
+// `background` clients, which leave the last-call bar alone.
 import { Code, ConnectError, createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AccountsService } from "./gen/safra/accounts/v1/accounts_pb";
+import { JobsService } from "./gen/safra/jobs/v1/jobs_pb";
 import { MarketplaceService } from "./gen/safra/marketplace/v1/marketplace_pb";
+import { NotificationsService } from "./gen/safra/notifications/v1/notifications_pb";
 import { WalletService } from "./gen/safra/wallet/v1/wallet_pb";
 import { clearSession, getSession, setSession, updateTokens } from "./session";
 
@@ -79,6 +84,14 @@ const authenticated: Transport = createGrpcWebTransport({
   interceptors: [refreshInterceptor(), traceInterceptor, bearerInterceptor()],
 });
 
+/** Like `authenticated`, without the trace record: the last-call bar shows
+ * what the user did, and a call repeated every few seconds, or a stream
+ * reconnecting, would keep replacing it. */
+const background: Transport = createGrpcWebTransport({
+  baseUrl,
+  interceptors: [refreshInterceptor(), bearerInterceptor()],
+});
+
 // ---- clients ---------------------------------------------------------------
 
 /** Register, Login, Refresh, Logout. */
@@ -93,6 +106,20 @@ export const marketplace = createClient(MarketplaceService, authenticated);
 
 /** The signed-in user's wallet, deposits and installment payments. */
 export const wallet = createClient(WalletService, authenticated);
+
+/** The signed-in user's notifications: the list and MarkRead. */
+export const notifications = createClient(NotificationsService, authenticated);
+
+/** The same, for the unread count in the nav bar and the live stream. A
+ * stream is never retried after a refresh (see refreshInterceptor), so its
+ * reconnects make a unary call first. */
+export const backgroundNotifications = createClient(NotificationsService, background);
+
+/** The jobs monitor (admins): subscribers, outboxes, parked events. */
+export const jobs = createClient(JobsService, authenticated);
+
+/** The same, for the monitor's refresh ticks. */
+export const backgroundJobs = createClient(JobsService, background);
 
 // ---- sessions --------------------------------------------------------------
 

@@ -1,7 +1,7 @@
-// Display helpers shared by pages: enum values, money, rates, dates and
-// timestamps as people read them. Money is formatted from its integer minor
-// units with integer arithmetic only.
-import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+// Display helpers shared by pages: enum values, money, rates, dates,
+// timestamps and durations as people read them. Money is formatted from its
+// integer minor units with integer arithmetic only.
+import { durationMs, timestampDate, type Duration, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Date as CivilDate } from "./gen/google/type/date_pb";
 import { Role } from "./gen/safra/accounts/v1/accounts_pb";
 
@@ -24,7 +24,18 @@ export function enumLabel(values: Record<number, string>, value: number): string
 
 /** RFC 3339 in UTC to the second, or an empty string when unset. */
 export function time(ts: Timestamp | undefined): string {
-  return ts ? timestampDate(ts).toISOString().replace(/\.\d+Z$/, "Z") : "";
+  return ts ? instant(timestampDate(ts)) : "";
+}
+
+/** A Date the way time() shows a Timestamp. */
+export function instant(date: Date): string {
+  return date.toISOString().replace(/\.\d+Z$/, "Z");
+}
+
+/** A Duration in seconds to a tenth ("12.3"); "0.0" when unset (a zero
+ * duration may come as an unset field). */
+export function seconds(duration: Duration | undefined): string {
+  return ((duration ? durationMs(duration) : 0) / 1000).toFixed(1);
 }
 
 /** Anything shaped like safra.type.v1.Money. */

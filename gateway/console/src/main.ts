@@ -1,15 +1,20 @@
-// The console's entry point: the frame every page shares (nav bar, page
-// outlet, last-call bar with the gateway's trace id) and the router.
+// The console's entry point: the frame every page shares (nav bar with the
+// unread notification count, page outlet, last-call bar with the gateway's
+// trace id) and the router.
 import { getLastCall, onCall, resetLastCall, signOut, type CallRecord } from "./api";
 import { h, replace } from "./dom";
 import { createRouter, navigate, type Route } from "./router";
-import { home, loginPath, routes } from "./routes";
+import { home, loginPath, notificationsPath, routes } from "./routes";
 import { claims, getSession, onSessionChange } from "./session";
+import { getUnreadCount, onUnreadCount, refreshUnreadCount } from "./unread";
 
 const app = document.getElementById("app") ?? document.body;
 const nav = h("nav", { class: "nav", testid: "nav" });
 const outlet = h("main", { class: "outlet", testid: "outlet" });
 const lastCall = h("footer", { class: "last-call", testid: "last-call" });
+// One badge, moved into each new rendering of the nav bar and kept current
+// by unread.ts.
+const unreadBadge = h("span", { class: "badge", testid: "nav-notifications-unread" });
 replace(app, nav, outlet, lastCall);
 
 const router = createRouter(routes, outlet, {
@@ -18,6 +23,9 @@ const router = createRouter(routes, outlet, {
   onRoute: (route) => {
     resetLastCall();
     renderNav(route);
+    // Cheap (a page of one), and what keeps the badge right without a
+    // stream open on every page.
+    if (getSession()) void refreshUnreadCount();
   },
 });
 
@@ -33,6 +41,7 @@ function renderNav(current: Route | undefined): void {
         testid: `nav-${route.path.slice(1).replace(/\//g, "-")}`,
       },
       route.title,
+      route.path === notificationsPath && session && unreadBadge,
     );
   const pages = routes.filter(
     (r) => r.nav && (r.access === "public" || session) && (!r.roles || (session && r.roles.includes(role))),
@@ -64,7 +73,15 @@ function renderLastCall(call: CallRecord | null): void {
   );
 }
 
+function renderUnreadBadge(count: number | null): void {
+  unreadBadge.textContent = count ? String(count) : "";
+  unreadBadge.dataset.count = String(count ?? 0);
+  unreadBadge.hidden = !count;
+}
+
 onCall(renderLastCall);
+onUnreadCount(renderUnreadBadge);
+renderUnreadBadge(getUnreadCount());
 // Signing in, a refresh that failed, signing out: the nav follows.
 onSessionChange(() => renderNav(router.current()));
 renderLastCall(getLastCall());

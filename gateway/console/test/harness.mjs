@@ -1,6 +1,7 @@
-// The harness that browser.mjs and marketplace.mjs share: the gateway's base
-// URL (argv[2], else $SAFRA_GATEWAY_URL, else http://127.0.0.1:8080), Debian's
-// chromium ($CHROMIUM_PATH, default /usr/bin/chromium) launched headless by
+// The harness the browser tests (browser.mjs, marketplace.mjs,
+// notifications.mjs, jobs.mjs) share: the gateway's base URL (argv[2], else
+// $SAFRA_GATEWAY_URL, else http://127.0.0.1:8080), Debian's chromium
+// ($CHROMIUM_PATH, default /usr/bin/chromium) launched headless by
 // playwright-core in a throw-away profile, one "ok   - <step>" line per step,
 // waiting for a page or the page's own error, the run's watchdog, and the
 // closing "<name>: N passed, N failed" with exit 1 on a failure:

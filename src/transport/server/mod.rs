@@ -134,7 +134,12 @@ pub struct MeshServer {
     limits: Limits,
     version: String,
     admin: Option<(TcpListener, Vec<(String, Check)>)>,
+    /// Metrics the service registers itself (the jobs monitor's).
+    extra_metrics: Vec<RegisterMetrics>,
 }
+
+/// Adds a service's own metrics to the registry `/metrics` serves.
+type RegisterMetrics = Box<dyn FnOnce(&mut prometheus_client::registry::Registry) + Send>;
 
 impl std::fmt::Debug for MeshServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -157,10 +162,23 @@ impl MeshServer {
         tls: Arc<MeshTls>,
         verifier: Arc<TokenVerifier>,
     ) -> Result<Self, ServeError> {
+        Self::named(service.name(), tls, verifier)
+    }
+
+    /// A server of the process `name` that is not a domain service (the
+    /// gateway's own jobs monitor), otherwise as [`MeshServer::new`].
+    ///
+    /// # Errors
+    /// [`ServeError::Contracts`] if the embedded descriptor set is unreadable.
+    pub fn named(
+        name: &str,
+        tls: Arc<MeshTls>,
+        verifier: Arc<TokenVerifier>,
+    ) -> Result<Self, ServeError> {
         let contracts =
             descriptor::pool().map_err(|error| ServeError::Contracts(error.to_string()))?;
         Ok(Self {
-            name: service.name().to_owned(),
+            name: name.to_owned(),
             tls,
             verifier,
             contracts,
@@ -170,7 +188,19 @@ impl MeshServer {
             limits: Limits::default(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             admin: None,
+            extra_metrics: Vec::new(),
         })
+    }
+
+    /// Lets `register` add metrics of the service's own to those `/metrics`
+    /// serves.
+    #[must_use]
+    pub fn with_metrics(
+        mut self,
+        register: impl FnOnce(&mut prometheus_client::registry::Registry) + Send + 'static,
+    ) -> Self {
+        self.extra_metrics.push(Box::new(register));
+        self
     }
 
     /// The build version reported by `safra_build_info`.
@@ -250,13 +280,17 @@ impl MeshServer {
         let incoming = ReceiverStream::new(tls::accept(listener, self.tls.server_config()?))
             .map(Ok::<_, std::io::Error>);
         // metrics: every call counted, refused ones included.
-        let metrics = Arc::new(Metrics::new(
+        let mut metrics = Metrics::new(
             &self.name,
             &self.version,
             declarations::safra_methods(&self.contracts).map(|method| {
                 format!("/{}/{}", method.parent_service().full_name(), method.name())
             }),
-        ));
+        );
+        for register in self.extra_metrics {
+            register(metrics.registry_mut());
+        }
+        let metrics = Arc::new(metrics);
         // contract: who may call and what they may send, from the descriptors.
         let contract = ContractLayer::new(
             &self.contracts,
