@@ -23,6 +23,8 @@
 //! - `serve-accounts`, `accounts-login`, `accounts-getme`: the accounts
 //!   service; see `accounts.rs`.
 //! - `serve-edge`, `edge-load`: the gateway; see `gateway.rs`.
+//! - `events-latency`, `events-throughput`: events from an outbox commit
+//!   to a subscriber's handler, on each transport; see `events.rs`.
 //!
 //! `<dir>` holds the throw-away CA, certificates and the signing key both
 //! sides share; `serve-*` create it.
@@ -33,6 +35,7 @@
 )]
 
 mod accounts;
+mod events;
 mod gateway;
 mod raw;
 mod stock_tls;
@@ -598,6 +601,10 @@ async fn main() -> anyhow::Result<()> {
                 arg(6)?,
             )
             .await
+        }
+        "events-latency" => events::latency(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await,
+        "events-throughput" => {
+            events::throughput(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await
         }
         other => bail!("unknown command {other}; see the header of bench/src/main.rs"),
     }

@@ -7,7 +7,11 @@ use diesel::{
     QueryableByName,
     sql_types::{Array, BigInt, Bytea, Text, Uuid as SqlUuid},
 };
+use std::{sync::Arc, time::Duration};
+
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use tokio::sync::Notify;
+use tokio_stream::StreamExt;
 use uuid::Uuid;
 
 use super::BusError;
@@ -131,4 +135,32 @@ pub async fn after(
     .bind::<BigInt, _>(limit)
     .load(conn)
     .await?)
+}
+
+/// Keeps a LISTEN connection to `db` on `channel` and rings `wake` on
+/// every notification; after a lost connection it connects again and rings
+/// once, in case something happened meanwhile. Runs until aborted.
+pub(super) async fn wake_on(db: Database, channel: &'static str, wake: Arc<Notify>) {
+    loop {
+        match db.dedicated_connection().await {
+            Ok(mut conn) => {
+                match diesel::sql_query(format!("LISTEN {channel}"))
+                    .execute(&mut conn)
+                    .await
+                {
+                    Ok(_) => {
+                        wake.notify_one();
+                        let mut notifications = std::pin::pin!(conn.notifications_stream());
+                        while let Some(Ok(_)) = notifications.next().await {
+                            wake.notify_one();
+                        }
+                        tracing::warn!(channel, "the LISTEN connection closed; reconnecting");
+                    }
+                    Err(error) => tracing::warn!(channel, %error, "LISTEN failed"),
+                }
+            }
+            Err(error) => tracing::warn!(channel, %error, "cannot connect to LISTEN"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }

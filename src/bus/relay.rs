@@ -19,8 +19,12 @@ use crate::{data::db::Database, observability::telemetry};
 
 /// Rows one relay round publishes at most.
 const ROWS_PER_ROUND: i64 = 500;
-/// How long an idle relay waits before looking again.
-const IDLE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+/// How long an idle relay waits before looking again when nothing woke it
+/// (the outbox's insert trigger notifies `safra_outbox`; this is the
+/// safety net under a lost notification).
+const IDLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// The channel the outbox's trigger notifies.
+const OUTBOX_CHANNEL: &str = "safra_outbox";
 /// How long it waits after a failure (a database away).
 const FAILURE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -128,10 +132,17 @@ pub async fn relay_once(producer: &Database, bus: &Bus, limit: i64) -> Result<us
     .await
 }
 
-/// Relays `producer`'s outbox to `bus` until `stop` resolves: rounds back
-/// to back while there is work, a short wait when there is none, a longer
-/// one after a failure (logged; nothing is marked that the bus lacks).
+/// Relays `producer`'s outbox to `bus` until `stop` resolves: woken by the
+/// outbox's notifications, rounds back to back while there is work, a
+/// fallback look every few seconds, a pause after a failure (logged;
+/// nothing is marked that the bus lacks).
 pub async fn run(producer: Database, bus: Bus, stop: impl std::future::Future<Output = ()>) {
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let listener = tokio::spawn(super::postgres::wake_on(
+        producer.clone(),
+        OUTBOX_CHANNEL,
+        wake.clone(),
+    ));
     tokio::pin!(stop);
     loop {
         let wait = match relay_once(&producer, &bus, ROWS_PER_ROUND).await {
@@ -142,9 +153,19 @@ pub async fn run(producer: Database, bus: Bus, stop: impl std::future::Future<Ou
                 FAILURE_WAIT
             }
         };
+        if wait.is_zero() {
+            // Still let a stop through between full rounds.
+            tokio::select! {
+                biased;
+                () = &mut stop => break,
+                () = std::future::ready(()) => continue,
+            }
+        }
         tokio::select! {
-            () = &mut stop => return,
+            () = &mut stop => break,
+            () = wake.notified() => {}
             () = tokio::time::sleep(wait) => {}
         }
     }
+    listener.abort();
 }

@@ -26,7 +26,6 @@ use std::{
 };
 
 use tokio::sync::Notify;
-use tokio_stream::StreamExt;
 use tracing::Instrument;
 
 use diesel::{
@@ -258,7 +257,11 @@ impl Subscriber {
     /// pause after a failure.
     async fn run_on_log(self, bus: postgres::PgBus, stop: impl Future<Output = ()>) {
         let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(bus.database().clone(), wake.clone()));
+        let listener = tokio::spawn(postgres::wake_on(
+            bus.database().clone(),
+            CHANNEL,
+            wake.clone(),
+        ));
         tokio::pin!(stop);
         loop {
             let outcome = self.round_on(&bus).await;
@@ -502,32 +505,4 @@ fn rand_below(bound: u64) -> u32 {
         .map(|elapsed| elapsed.subsec_nanos())
         .unwrap_or(0);
     u32::try_from(u64::from(nanos) % bound.max(1)).unwrap_or(0)
-}
-
-/// Keeps a LISTEN connection to the bus and wakes the subscriber on every
-/// notification; after a lost connection it reconnects and wakes it once,
-/// in case something was appended meanwhile.
-async fn listen(bus: Database, wake: Arc<Notify>) {
-    loop {
-        match bus.dedicated_connection().await {
-            Ok(mut conn) => {
-                match diesel::sql_query(format!("LISTEN {CHANNEL}"))
-                    .execute(&mut conn)
-                    .await
-                {
-                    Ok(_) => {
-                        wake.notify_one();
-                        let mut notifications = std::pin::pin!(conn.notifications_stream());
-                        while let Some(Ok(_)) = notifications.next().await {
-                            wake.notify_one();
-                        }
-                        tracing::warn!("the bus's LISTEN connection closed; reconnecting");
-                    }
-                    Err(error) => tracing::warn!(%error, "LISTEN on the bus failed"),
-                }
-            }
-            Err(error) => tracing::warn!(%error, "cannot reach the bus to LISTEN"),
-        }
-        tokio::time::sleep(FAILURE_WAIT).await;
-    }
 }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Events end to end on each transport (issue: events), loopback only,
+# bounded in time: the outbox relay and a subscriber as the services run
+# them, PostgreSQL and RabbitMQ as they run on this machine (not pinned:
+# they are part of what is measured). Output: markdown for
+# docs/BENCHMARKS.md.
+#
+#   DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres bench/events.sh [seconds, default 20] [rate, default 500]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-20}"
+rate="${2:-${EVENTS_RATE:-500}}"
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+
+echo "Latency from the producer's commit to the subscriber's handler, one event per transaction at a steady rate:"
+echo
+echo "| transport | target events/s | committed events/s | handled | p50 ms | p99 ms | max ms | failed |"
+echo "|---|---|---|---|---|---|---|---|"
+for transport in postgres rabbitmq; do
+  "$bin" events-latency "$transport" "$rate" "$seconds"
+done
+echo
+echo "Highest rate: writers commit as fast as they can for the window; handled/s is from the first commit to the last event handled:"
+echo
+echo "| transport | writers | events | committed/s | handled/s | p50 ms | p99 ms |"
+echo "|---|---|---|---|---|---|---|"
+for transport in postgres rabbitmq; do
+  "$bin" events-throughput "$transport" "$((seconds / 2))" 8
+done

@@ -1,0 +1,2 @@
+drop trigger outbox_notify on outbox;
+drop function outbox_notify();
