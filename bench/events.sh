@@ -29,3 +29,9 @@ echo "|---|---|---|---|---|---|---|"
 for transport in postgres rabbitmq; do
   "$bin" events-throughput "$transport" "$((seconds / 2))" 8
 done
+echo
+echo "One installment payment to many holders, end to end (wallet, marketplace and distribution over mTLS, events on the PostgreSQL bus); times from the PayInstallment answer:"
+echo
+echo "| holders | funding s (deposits + investments, 32 at once) | last holder credited s | offering SETTLED s | credits | sum |"
+echo "|---|---|---|---|---|---|"
+"$bin" distribute "${HOLDERS:-1000}"

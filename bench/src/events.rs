@@ -101,7 +101,8 @@ struct Run {
     namespace: String,
 }
 
-async fn database(
+/// A database `name` on `server`, created if missing and migrated.
+pub(crate) async fn database(
     server: &str,
     name: &str,
     migrations: &'static diesel_migrations::EmbeddedMigrations,

@@ -25,6 +25,8 @@
 //! - `serve-edge`, `edge-load`: the gateway; see `gateway.rs`.
 //! - `events-latency`, `events-throughput`: events from an outbox commit
 //!   to a subscriber's handler, on each transport; see `events.rs`.
+//! - `distribute <holders>`: one payment to many holders, end to end; see
+//!   `distribution.rs`.
 //!
 //! `<dir>` holds the throw-away CA, certificates and the signing key both
 //! sides share; `serve-*` create it.
@@ -35,6 +37,7 @@
 )]
 
 mod accounts;
+mod distribution;
 mod events;
 mod gateway;
 mod raw;
@@ -602,6 +605,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await
         }
+        "distribute" => distribution::distribute(arg(1)?.parse()?).await,
         "events-latency" => events::latency(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await,
         "events-throughput" => {
             events::throughput(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await

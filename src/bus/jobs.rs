@@ -28,7 +28,10 @@ use prost::Message;
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
-use super::{Bus, subscriber::Subscriber};
+use super::{
+    Bus,
+    subscriber::{Outcome, Subscriber},
+};
 use crate::{
     contract::status::{self, Violation},
     data::{
@@ -468,17 +471,22 @@ impl JobsService for Jobs {
         let Some(subscriber) = self.subscriber(&row.subscriber).cloned() else {
             return Err(status::internal(&"a parked event of no subscriber"));
         };
+        // Handled again now with fresh attempts, as its subscriber would; the
+        // handled id keeps it harmless. Only once it is handled does the
+        // entry go: a new failure updates it (attempts, last error), and a
+        // replica that stops midway leaves it parked.
+        let outcome = subscriber
+            .handle_one(row.event_id, &row.event_type, &row.envelope)
+            .await
+            .map_err(|error| unavailable(&error))?;
+        if outcome == Outcome::Parked {
+            return Err(status::failed_precondition(
+                ErrorReason::ParkedEventFailedAgain,
+                "the event failed again and stays parked: see its last error",
+                &[("parked_event_id", id.to_string())],
+            ));
+        }
         self.delete_parked(id).await?;
-        // Handled again with fresh attempts, as its subscriber would; the
-        // handled id makes it harmless, a new failure parks it again.
-        tokio::spawn(async move {
-            if let Err(error) = subscriber
-                .handle_one(row.event_id, &row.event_type, &row.envelope)
-                .await
-            {
-                tracing::warn!(event = %row.event_id, %error, "a retried event could not be handled");
-            }
-        });
         Ok(Response::new(RetryParkedEventResponse {}))
     }
 

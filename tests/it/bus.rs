@@ -646,6 +646,23 @@ async fn the_jobs_monitor_shows_the_backlog_and_retries_or_discards_parked_event
         Some("safra.events.v1.PaymentConfirmed")
     );
 
+    // Retried while still broken: it stays parked, with more attempts.
+    let again = jobs
+        .retry_parked_event(Request::new(RetryParkedEventRequest {
+            parked_event_id: entry.id.clone(),
+        }))
+        .await
+        .expect_err("it fails again");
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        count(
+            &bus.consumer,
+            "SELECT count(*) AS n FROM parked_events WHERE attempts = 6"
+        )
+        .await,
+        1
+    );
+
     // Fixed, retried: handled, and no longer parked.
     poison.store(0, std::sync::atomic::Ordering::SeqCst);
     jobs.retry_parked_event(Request::new(RetryParkedEventRequest {
