@@ -160,6 +160,27 @@ impl Run {
         })
     }
 
+    /// Starts the relay and a subscriber timing with `clock`, as a service
+    /// runs them; they stop when the returned sender says so.
+    async fn spawn(&self, clock: &Arc<Clock>) -> tokio::sync::watch::Sender<bool> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            drop(stopped.wait_for(|stop| *stop).await);
+        };
+        tokio::spawn(safra::bus::relay::run(
+            self.producer.clone(),
+            self.bus.clone(),
+            until(stopped.clone()),
+        ));
+        tokio::spawn(
+            self.subscriber(clock)
+                .run(self.bus.clone(), until(stopped.clone())),
+        );
+        // Let the subscriber connect (and declare its queue) first.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop
+    }
+
     fn subscriber(&self, clock: &Arc<Clock>) -> Subscriber {
         Subscriber::new(
             SUBSCRIBER,
@@ -244,21 +265,7 @@ async fn drain(clock: &Clock, expected: usize) -> bool {
 pub async fn latency(transport: &str, rate: u32, seconds: u64) -> anyhow::Result<()> {
     let run = Run::start(transport).await?;
     let clock = Arc::new(Clock::default());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        drop(stopped.wait_for(|stop| *stop).await);
-    };
-    tokio::spawn(safra::bus::relay::run(
-        run.producer.clone(),
-        run.bus.clone(),
-        until(stopped.clone()),
-    ));
-    tokio::spawn(
-        run.subscriber(&clock)
-            .run(run.bus.clone(), until(stopped.clone())),
-    );
-    // Let the subscriber connect (and declare its queue) first.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stop = run.spawn(&clock).await;
 
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -314,20 +321,7 @@ pub async fn latency(transport: &str, rate: u32, seconds: u64) -> anyhow::Result
 pub async fn throughput(transport: &str, seconds: u64, writers: usize) -> anyhow::Result<()> {
     let run = Run::start(transport).await?;
     let clock = Arc::new(Clock::default());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-        drop(stopped.wait_for(|stop| *stop).await);
-    };
-    tokio::spawn(safra::bus::relay::run(
-        run.producer.clone(),
-        run.bus.clone(),
-        until(stopped.clone()),
-    ));
-    tokio::spawn(
-        run.subscriber(&clock)
-            .run(run.bus.clone(), until(stopped.clone())),
-    );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stop = run.spawn(&clock).await;
 
     let started = Instant::now();
     let window = Duration::from_secs(seconds);

@@ -164,3 +164,38 @@ pub(super) async fn wake_on(db: Database, channel: &'static str, wake: Arc<Notif
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// Runs `round` until `stop` resolves, woken by notifications on `channel`
+/// of `db`: the next round at once when `round` asks for no wait (there is
+/// more work), else after the wait it names or a notification, whichever
+/// comes first. Shared by the relay and the log's subscribers.
+pub(super) async fn run_woken<R, F>(
+    db: Database,
+    channel: &'static str,
+    stop: impl std::future::Future<Output = ()>,
+    mut round: R,
+) where
+    R: FnMut() -> F,
+    F: std::future::Future<Output = Duration>,
+{
+    let wake = Arc::new(Notify::new());
+    let listener = tokio::spawn(wake_on(db, channel, wake.clone()));
+    tokio::pin!(stop);
+    loop {
+        let wait = round().await;
+        if wait.is_zero() {
+            // Still let a stop through between full rounds.
+            tokio::select! {
+                biased;
+                () = &mut stop => break,
+                () = std::future::ready(()) => continue,
+            }
+        }
+        tokio::select! {
+            () = &mut stop => break,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+    listener.abort();
+}

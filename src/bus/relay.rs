@@ -137,35 +137,16 @@ pub async fn relay_once(producer: &Database, bus: &Bus, limit: i64) -> Result<us
 /// fallback look every few seconds, a pause after a failure (logged;
 /// nothing is marked that the bus lacks).
 pub async fn run(producer: Database, bus: Bus, stop: impl std::future::Future<Output = ()>) {
-    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-    let listener = tokio::spawn(super::postgres::wake_on(
-        producer.clone(),
-        OUTBOX_CHANNEL,
-        wake.clone(),
-    ));
-    tokio::pin!(stop);
-    loop {
-        let wait = match relay_once(&producer, &bus, ROWS_PER_ROUND).await {
+    let db = producer.clone();
+    super::postgres::run_woken(db, OUTBOX_CHANNEL, stop, || async {
+        match relay_once(&producer, &bus, ROWS_PER_ROUND).await {
             Ok(0) => IDLE_WAIT,
             Ok(_) => std::time::Duration::ZERO,
             Err(error) => {
                 tracing::warn!(%error, "outbox relay round failed");
                 FAILURE_WAIT
             }
-        };
-        if wait.is_zero() {
-            // Still let a stop through between full rounds.
-            tokio::select! {
-                biased;
-                () = &mut stop => break,
-                () = std::future::ready(()) => continue,
-            }
         }
-        tokio::select! {
-            () = &mut stop => break,
-            () = wake.notified() => {}
-            () = tokio::time::sleep(wait) => {}
-        }
-    }
-    listener.abort();
+    })
+    .await;
 }

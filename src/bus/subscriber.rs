@@ -256,19 +256,13 @@ impl Subscriber {
     /// back while batches come full, a fallback poll when all is quiet, a
     /// pause after a failure.
     async fn run_on_log(self, bus: postgres::PgBus, stop: impl Future<Output = ()>) {
-        let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(postgres::wake_on(
-            bus.database().clone(),
-            CHANNEL,
-            wake.clone(),
-        ));
-        tokio::pin!(stop);
-        loop {
+        let db = bus.database().clone();
+        postgres::run_woken(db, CHANNEL, stop, || async {
             let outcome = self.round_on(&bus).await;
             if outcome.as_ref().is_ok_and(|round| round.handled > 0) {
                 self.ring();
             }
-            let wait = match outcome {
+            match outcome {
                 Ok(round) if round.seen() >= usize::try_from(BATCH).unwrap_or(usize::MAX) => {
                     Duration::ZERO
                 }
@@ -277,22 +271,9 @@ impl Subscriber {
                     tracing::warn!(subscriber = %self.name, %error, "subscriber round failed");
                     FAILURE_WAIT
                 }
-            };
-            if wait.is_zero() {
-                // Still let a stop through between full batches.
-                tokio::select! {
-                    biased;
-                    () = &mut stop => break,
-                    () = std::future::ready(()) => continue,
-                }
             }
-            tokio::select! {
-                () = &mut stop => break,
-                () = wake.notified() => {}
-                () = tokio::time::sleep(wait) => {}
-            }
-        }
-        listener.abort();
+        })
+        .await;
     }
 
     async fn round_on(&self, bus: &postgres::PgBus) -> Result<Round, BusError> {

@@ -206,6 +206,15 @@ impl Validator {
             }
             return;
         }
+        // PostgreSQL's text cannot hold U+0000, and no field of ours means
+        // it: refused everywhere, before it reaches a query as a 500.
+        if text.contains('\0') {
+            violations.push(violation(
+                path,
+                "must not contain the NUL character (U+0000)".to_owned(),
+                "INVALID_CHARACTER",
+            ));
+        }
         let length = text.chars().count();
         if let Some(min) = rules.min_len
             && length < min as usize

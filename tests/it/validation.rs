@@ -76,6 +76,25 @@ fn every_broken_registration_field_is_reported() {
 }
 
 #[test]
+fn a_nul_character_is_refused_in_any_string_field() {
+    // Found by schemathesis: PostgreSQL refuses U+0000 in text, which
+    // surfaced as an internal error.
+    let request = RegisterRequest {
+        email: "ana@fazenda.com.br".into(),
+        password: "correct horse\0battery".into(),
+        display_name: "J\0".into(),
+        role: Role::Investor as i32,
+    };
+    assert_eq!(
+        violations("safra.accounts.v1.RegisterRequest", &request),
+        [
+            ("password".to_owned(), "INVALID_CHARACTER"),
+            ("display_name".to_owned(), "INVALID_CHARACTER"),
+        ]
+    );
+}
+
+#[test]
 fn an_undefined_enum_number_is_refused() {
     let request = RegisterRequest {
         email: "ana@fazenda.com.br".into(),

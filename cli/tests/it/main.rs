@@ -445,19 +445,7 @@ fn up_with_a_broker_carries_events_through_rabbitmq() {
     let register = r#"{"email":"broker@example.com","password":"a broker password 123","displayName":"Bia","role":"ROLE_INVESTOR"}"#;
     let (status, body) = http(up.gateway, "POST", "/v1/accounts:register", &[], register);
     assert_eq!(status, 200, "{body}");
-    let (status, body) = http(
-        up.gateway,
-        "POST",
-        "/v1/accounts:login",
-        &[],
-        r#"{"email":"broker@example.com","password":"a broker password 123"}"#,
-    );
-    assert_eq!(status, 200, "{body}");
-    let tokens: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    let bearer = format!(
-        "Bearer {}",
-        tokens["accessToken"].as_str().expect("an access token")
-    );
+    let bearer = login(up.gateway, "broker@example.com", "a broker password 123");
     let waited = Instant::now();
     loop {
         let (status, body) = http(
