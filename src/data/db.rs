@@ -468,6 +468,30 @@ pub fn with_database(url: &str, database: &str) -> String {
     }
 }
 
+/// Rows strictly after `after` in the order every list pages in
+/// (`create_time` desc, `id` desc): older, or as old with a smaller id.
+/// `time` and `id` are the table's `create_time` and `id` columns.
+pub fn older_than<T, I>(time: T, id: I, after: crate::data::paging::Keyset) -> OlderThan<T, I>
+where
+    T: diesel::ExpressionMethods
+        + diesel::Expression<SqlType = diesel::sql_types::Timestamptz>
+        + Copy,
+    I: diesel::ExpressionMethods + diesel::Expression<SqlType = diesel::sql_types::Uuid>,
+{
+    use diesel::BoolExpressionMethods;
+    time.lt(after.time)
+        .or(time.eq(after.time).and(id.lt(after.id)))
+}
+
+/// The expression [`older_than`] makes.
+pub type OlderThan<T, I> = diesel::dsl::Or<
+    diesel::dsl::Lt<T, chrono::DateTime<chrono::Utc>>,
+    diesel::dsl::And<
+        diesel::dsl::Eq<T, chrono::DateTime<chrono::Utc>>,
+        diesel::dsl::Lt<I, uuid::Uuid>,
+    >,
+>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -255,6 +255,29 @@ fn port_released(addr: SocketAddr, within: Duration) -> bool {
     false
 }
 
+/// Runs `work` on a connection to the database `<prefix>_<name>` of the
+/// run with `prefix`.
+fn on_database<T>(
+    prefix: &str,
+    name: &str,
+    work: impl AsyncFnOnce(&mut diesel_async::AsyncPgConnection) -> T,
+) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = safra::data::db::with_database(
+        &safra_test_support::server_url(),
+        &format!("{prefix}_{name}"),
+    );
+    runtime.block_on(async {
+        let mut conn = safra::data::db::connect_once(&url)
+            .await
+            .unwrap_or_else(|error| panic!("the {name} database: {error}"));
+        work(&mut conn).await
+    })
+}
+
 /// Whether the event bus of the run with `prefix` holds an event of
 /// `event_type` within `patience`.
 fn bus_holds(prefix: &str, event_type: &str, patience: Duration) -> bool {
@@ -265,24 +288,13 @@ fn bus_holds(prefix: &str, event_type: &str, patience: Duration) -> bool {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         n: i64,
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let url = safra::data::db::with_database(
-        &safra_test_support::server_url(),
-        &format!("{prefix}_events"),
-    );
-    runtime.block_on(async {
-        let mut conn = safra::data::db::connect_once(&url)
-            .await
-            .expect("the bus database");
+    on_database(prefix, "events", async |conn| {
         let start = Instant::now();
         while start.elapsed() < patience {
             let rows: Vec<Count> =
                 diesel::sql_query("SELECT count(*) AS n FROM event_log WHERE event_type = $1")
                     .bind::<diesel::sql_types::Text, _>(event_type)
-                    .load(&mut conn)
+                    .load(conn)
                     .await
                     .expect("the event log");
             if rows.iter().any(|row| row.n > 0) {
@@ -304,24 +316,13 @@ fn park_an_event(prefix: &str) -> String {
         #[diesel(sql_type = diesel::sql_types::Text)]
         id: String,
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let url = safra::data::db::with_database(
-        &safra_test_support::server_url(),
-        &format!("{prefix}_notifications"),
-    );
-    runtime.block_on(async {
-        let mut conn = safra::data::db::connect_once(&url)
-            .await
-            .expect("the notifications database");
+    on_database(prefix, "notifications", async |conn| {
         let rows: Vec<Parked> = diesel::sql_query(
             "INSERT INTO parked_events (subscriber, event_id, event_type, envelope, attempts, last_error) \
              VALUES ('notifications', gen_random_uuid(), 'safra.events.v1.UserRegistered', '', 5, \
                      'parked by the up test') RETURNING id::text AS id",
         )
-        .load(&mut conn)
+        .load(conn)
         .await
         .expect("parked");
         rows.into_iter().next().expect("a parked row").id

@@ -12,7 +12,10 @@ use diesel::{
     sql_types::{Array, BigInt, Nullable, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use safra::data::{db::DbError, paging::Keyset};
+use safra::data::{
+    db::{self, DbError},
+    paging::Keyset,
+};
 use uuid::Uuid;
 
 use crate::{
@@ -389,14 +392,12 @@ pub async fn list(
     if let Some(offering) = offering {
         query = query.filter(distributions::offering_id.eq(offering));
     }
-    if let Some(Keyset { time, id }) = after {
-        query = query.filter(
-            distributions::create_time
-                .lt(time)
-                .or(distributions::create_time
-                    .eq(time)
-                    .and(distributions::id.lt(id))),
-        );
+    if let Some(after) = after {
+        query = query.filter(db::older_than(
+            distributions::create_time,
+            distributions::id,
+            after,
+        ));
     }
     Ok(query.load(conn).await?)
 }

@@ -10,7 +10,11 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::{prelude::*, result::Error as DieselError};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use safra::{data::db::DbError, data::outbox::OutboxEvent, data::paging::Keyset};
+use safra::{
+    data::db::{self, DbError},
+    data::outbox::OutboxEvent,
+    data::paging::Keyset,
+};
 use uuid::Uuid;
 
 use crate::{
@@ -306,12 +310,8 @@ pub async fn list_offerings(
     if let Some(max) = filter.max_maturity {
         query = query.filter(offerings::maturity_date.le(max));
     }
-    if let Some(Keyset { time, id }) = after {
-        query = query.filter(
-            offerings::create_time
-                .lt(time)
-                .or(offerings::create_time.eq(time).and(offerings::id.lt(id))),
-        );
+    if let Some(after) = after {
+        query = query.filter(db::older_than(offerings::create_time, offerings::id, after));
     }
     let rows = query.load(conn).await?;
     Ok(schedules(conn, rows).await?)
@@ -774,14 +774,12 @@ pub async fn list_investments(
     if let Some(offering) = scope.offering {
         query = query.filter(investments::offering_id.eq(offering));
     }
-    if let Some(Keyset { time, id }) = after {
-        query = query.filter(
-            investments::create_time
-                .lt(time)
-                .or(investments::create_time
-                    .eq(time)
-                    .and(investments::id.lt(id))),
-        );
+    if let Some(after) = after {
+        query = query.filter(db::older_than(
+            investments::create_time,
+            investments::id,
+            after,
+        ));
     }
     Ok(query.load(conn).await?)
 }

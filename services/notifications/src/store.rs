@@ -7,7 +7,10 @@
 use chrono::{DateTime, Utc};
 use diesel::{prelude::*, result::Error as DieselError, sql_types::Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use safra::data::{db::DbError, paging::Keyset};
+use safra::data::{
+    db::{self, DbError},
+    paging::Keyset,
+};
 use uuid::Uuid;
 
 use crate::{
@@ -126,14 +129,12 @@ pub async fn list(
     if unread_only {
         query = query.filter(notifications::read.eq(false));
     }
-    if let Some(Keyset { time, id }) = after {
-        query = query.filter(
-            notifications::create_time
-                .lt(time)
-                .or(notifications::create_time
-                    .eq(time)
-                    .and(notifications::id.lt(id))),
-        );
+    if let Some(after) = after {
+        query = query.filter(db::older_than(
+            notifications::create_time,
+            notifications::id,
+            after,
+        ));
     }
     Ok(query.load(conn).await?)
 }

@@ -10,7 +10,11 @@ use diesel::{
     result::{DatabaseErrorKind, Error as DieselError},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use safra::{data::db::DbError, data::outbox::OutboxEvent, data::paging::Keyset};
+use safra::{
+    data::db::{self, DbError},
+    data::outbox::OutboxEvent,
+    data::paging::Keyset,
+};
 use uuid::Uuid;
 
 use crate::{
@@ -318,14 +322,12 @@ pub async fn list_transactions(
     if let Some(kind) = kind {
         query = query.filter(ledger_transactions::kind.eq(kind.as_str()));
     }
-    if let Some(Keyset { time, id }) = after {
-        query = query.filter(
-            ledger_transactions::create_time
-                .lt(time)
-                .or(ledger_transactions::create_time
-                    .eq(time)
-                    .and(ledger_transactions::id.lt(id))),
-        );
+    if let Some(after) = after {
+        query = query.filter(db::older_than(
+            ledger_transactions::create_time,
+            ledger_transactions::id,
+            after,
+        ));
     }
     Ok(query.load(conn).await?)
 }
