@@ -3,8 +3,10 @@
 # Sourced, not run; sets `bin` and `dir`, and kills the servers on exit
 # (after running `bench_cleanup` if the script defines one).
 
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 cargo build --release --locked -p safra-bench >&2
-bin=target/release/safra-bench
+bin=$(built_binary release safra-bench)
 dir=$(mktemp -d)
 bench_exit() {
   kill $(jobs -p) 2>/dev/null || true

@@ -1,6 +1,22 @@
 # Shared by scripts/up and scripts/test: install what a fresh Debian machine
 # lacks, start what is not running, and time each phase. Sourced, not run.
 
+# The target directory cargo builds into: CARGO_TARGET_DIR when set
+# (relative to the repository root, as cargo reads it there), else target/.
+target_dir() {
+  local dir="${CARGO_TARGET_DIR:-target}"
+  case "$dir" in
+    /*) echo "$dir" ;;
+    *) echo "$PWD/$dir" ;;
+  esac
+}
+
+# The path of binary $2 (default safra) built with profile $1 (debug or
+# release) in the target directory in use. Run from the repository root.
+built_binary() {
+  echo "$(target_dir)/${1:?profile}/${2:-safra}"
+}
+
 # Runs a command as root (directly when we are root, else through sudo).
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi

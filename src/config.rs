@@ -333,12 +333,19 @@ impl DatabaseConfig {
     }
 }
 
-/// `SAFRA_HOME`: the state folder (default `./.safra`).
+/// `SAFRA_HOME`: the state folder (default `./.safra`), made absolute
+/// against the working directory once, here: the private cluster's tools
+/// run as another user and in other folders, and a relative path would
+/// mean something else to them.
 ///
 /// # Errors
-/// See [`Reader::optional`].
+/// See [`Reader::optional`]; or the working directory cannot be read.
 pub fn home(reader: Reader<'_>) -> Result<PathBuf, ConfigError> {
-    Ok(PathBuf::from(reader.string_or("SAFRA_HOME", ".safra")?))
+    let home = reader.string_or("SAFRA_HOME", ".safra")?;
+    std::path::absolute(&home).map_err(|error| ConfigError {
+        variable: "SAFRA_HOME".to_owned(),
+        problem: format!("cannot make {home} absolute: {error}"),
+    })
 }
 
 /// The certificate, key and CA files of the process `name`:

@@ -239,6 +239,9 @@ fn as_postgres(program: &Path, args: &[&str]) -> Command {
         Command::new(program)
     };
     command.args(args);
+    // The postgres user may not be able to enter our working directory
+    // (a clone under /root); every path handed over is absolute.
+    command.current_dir("/");
     command
 }
 

@@ -63,7 +63,7 @@ impl Layout {
             ));
         }
         Ok(Self {
-            home: PathBuf::from(reader.string_or("SAFRA_HOME", ".safra")?),
+            home: safra::config::home(reader)?,
             gateway: reader.socket_addr_or("SAFRA_GATEWAY_ADDR", mesh::default_gateway_addr())?,
             services,
             database_prefix: reader.string_or("SAFRA_DB_PREFIX", "safra")?,

@@ -14,6 +14,7 @@ mod money;
 mod money_properties;
 mod mtls;
 mod runtime;
+mod scripts;
 mod serving;
 mod tidy;
 mod tokens;

@@ -820,22 +820,31 @@ fn serve_names_a_bad_variable_in_one_line() {
 
 #[test]
 fn up_without_database_url_runs_a_private_cluster_kept_between_runs() {
-    // A private folder (mode 0700, as mktemp makes it): as root, the
-    // postgres user cannot enter it, and up must cope.
-    let home = tempfile::tempdir().expect("home");
+    // A clone inside a private folder (mode 0700, as /root is and as
+    // mktemp makes it): as root, the postgres user cannot enter it, and up
+    // must cope. The first run is the README's: from the clone, SAFRA_HOME
+    // unset (the relative default); the second names the same home by its
+    // absolute path from elsewhere and finds the same cluster.
+    let private = tempfile::tempdir().expect("private folder");
     Command::new("chmod")
         .arg("700")
-        .arg(home.path())
+        .arg(private.path())
         .status()
         .expect("chmod");
+    let clone = private.path().join("clone");
+    std::fs::create_dir(&clone).expect("clone folder");
+    let home = clone.join(".safra");
     let pg_port = free_port();
 
     for run in 0..2 {
-        let (mut command, gateway, services) = up_command(home.path());
+        let (mut command, gateway, services) = up_command(&home);
         command.env("SAFRA_PG_PORT", pg_port.to_string());
+        if run == 0 {
+            command.env_remove("SAFRA_HOME").current_dir(&clone);
+        }
         let mut up = Up::start(command, gateway, services);
         assert!(
-            home.path().join("pg/data/PG_VERSION").exists(),
+            home.join("pg/data/PG_VERSION").exists(),
             "run {run}: cluster in SAFRA_HOME/pg"
         );
         assert_eq!(http_get(up.gateway, "/readyz").0, 200, "run {run}");
@@ -858,7 +867,7 @@ fn up_without_database_url_runs_a_private_cluster_kept_between_runs() {
         .arg("-u")
         .output()
         .is_ok_and(|output| output.stdout.trim_ascii() == b"0");
-    let relocated = std::fs::read_link(home.path().join("pg"));
+    let relocated = std::fs::read_link(home.join("pg"));
     assert_eq!(
         relocated.is_ok(),
         root,
