@@ -277,6 +277,11 @@ pub struct DatabaseConfig {
     /// every pooled connection (default 5000), so a stuck query fails
     /// instead of holding a connection.
     pub statement_timeout_ms: u64,
+    /// `SAFRA_DB_PREPARED_STATEMENTS`: `on` (default) keeps each statement
+    /// prepared once per connection and reuses it; `off` prepares and
+    /// closes it within each call, so that no prepared statement outlives
+    /// a call (for PgBouncer in transaction mode).
+    pub prepared_statements: bool,
 }
 
 impl DatabaseConfig {
@@ -329,6 +334,19 @@ impl DatabaseConfig {
                 5000,
                 "a whole number of milliseconds",
             )?,
+            prepared_statements: match reader
+                .string_or("SAFRA_DB_PREPARED_STATEMENTS", "on")?
+                .as_str()
+            {
+                "on" => true,
+                "off" => false,
+                other => {
+                    return Err(ConfigError {
+                        variable: "SAFRA_DB_PREPARED_STATEMENTS".into(),
+                        problem: format!("must be on or off, not {other:?}"),
+                    });
+                }
+            },
         })
     }
 }
@@ -633,8 +651,10 @@ mod tests {
         assert_eq!(config.admin_addr.to_string(), "127.0.0.1:9003");
         assert_eq!(config.database.pool_size, 10);
         assert_eq!(config.log.format, LogFormat::Json);
-        assert_eq!(config.tls.cert, PathBuf::from(".safra/certs/wallet.pem"));
-        assert_eq!(config.tls.ca, PathBuf::from(".safra/certs/ca.pem"));
+        // The relative default home, resolved against the working directory.
+        let home = std::path::absolute(".safra").expect("a working directory");
+        assert_eq!(config.tls.cert, home.join("certs/wallet.pem"));
+        assert_eq!(config.tls.ca, home.join("certs/ca.pem"));
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub async fn serve(dir: &Path, addr: SocketAddr, database_url: &str) -> anyhow::
         pool_size: 10,
         acquire_timeout_ms: 2_000,
         statement_timeout_ms: 5_000,
+        prepared_statements: true,
     })
     .await?;
     // As `safra serve accounts` runs it: as many hashes at once as the

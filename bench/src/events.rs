@@ -116,6 +116,7 @@ pub(crate) async fn database(
         pool_size: 16,
         acquire_timeout_ms: 5_000,
         statement_timeout_ms: 10_000,
+        prepared_statements: true,
     })
     .await?)
 }

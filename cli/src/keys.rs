@@ -98,6 +98,7 @@ pub async fn open(reader: Reader<'_>) -> anyhow::Result<Accounts> {
         pool_size: 2,
         acquire_timeout_ms: 5_000,
         statement_timeout_ms: 10_000,
+        prepared_statements: true,
     })
     .await
     .context("the accounts database")?;

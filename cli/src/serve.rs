@@ -119,6 +119,10 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
             }
             let retries = safra::bus::subscriber::Retries::default();
             let jobs_database = database.clone();
+            let mut pools = vec![("service", database.clone())];
+            if let Some(safra::bus::Bus::Postgres(log)) = &bus {
+                pools.push(("bus", log.database().clone()));
+            }
             let mut subscribers = Vec::new();
             let server = match service {
                 Service::Accounts => {
@@ -204,6 +208,9 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
             server
                 .add_service(JobsServiceServer::from_arc(jobs))
                 .with_metrics(move |registry| jobs_metrics.register(registry))
+                .with_metrics(move |registry| {
+                    registry.register_collector(Box::new(safra::data::db::PoolMetrics(pools)));
+                })
                 .with_version(crate::VERSION)
                 .with_admin(admin, checks)
                 .serve(listener, &[service.grpc_service()], when_stopped(stopped))

@@ -8,6 +8,7 @@
 //! metrics ([`JobsMetrics`]), refreshed every few seconds. The edge merges
 //! the answers of every service.
 
+use crate::data::statement::Statement;
 use std::{
     sync::{Arc, atomic::Ordering},
     time::Duration,
@@ -194,7 +195,7 @@ impl Jobs {
                 .connection()
                 .await
                 .map_err(|error| unavailable(&error))?;
-            let rows: Vec<Handled> = diesel::sql_query(
+            let rows: Vec<Handled> = Statement::new(
                 "SELECT (SELECT count(*) FROM processed_events WHERE subscriber = $1) AS total, \
                         (SELECT count(*) FROM processed_events WHERE subscriber = $1 \
                            AND processed_time > now() - interval '1 minute') AS last_minute, \
@@ -217,7 +218,7 @@ impl Jobs {
                     .connection()
                     .await
                     .map_err(|error| unavailable(&error))?;
-                let rows: Vec<Backlog> = diesel::sql_query(
+                let rows: Vec<Backlog> = Statement::new(
                     "SELECT count(*) AS waiting, min(e.create_time) AS oldest FROM event_log e \
                      WHERE e.position > coalesce((SELECT position FROM subscriber_cursors \
                                                   WHERE subscriber = $1), 0) \
@@ -287,7 +288,7 @@ impl Jobs {
             .connection()
             .await
             .map_err(|error| unavailable(&error))?;
-        let rows: Vec<OutboxRow> = diesel::sql_query(
+        let rows: Vec<OutboxRow> = Statement::new(
             "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS unpublished, \
                     (SELECT min(create_time) FROM outbox WHERE published_at IS NULL) AS oldest, \
                     (SELECT count(*) FROM outbox WHERE published_at > now() - interval '1 minute') \
@@ -320,7 +321,7 @@ impl Jobs {
             .connection()
             .await
             .map_err(|error| unavailable(&error))?;
-        let rows: Vec<ParkedRow> = diesel::sql_query(
+        let rows: Vec<ParkedRow> = Statement::new(
             "SELECT id, subscriber, event_id, event_type, envelope, attempts, last_error, \
                     create_time, update_time FROM parked_events WHERE id = $1",
         )
@@ -348,7 +349,7 @@ impl Jobs {
             .connection()
             .await
             .map_err(|error| unavailable(&error))?;
-        diesel::sql_query("DELETE FROM parked_events WHERE id = $1")
+        Statement::new("DELETE FROM parked_events WHERE id = $1")
             .bind::<SqlUuid, _>(id)
             .execute(&mut conn)
             .await
@@ -439,7 +440,7 @@ impl JobsService for Jobs {
             .map(|subscriber| subscriber.name().to_owned())
             .filter(|name| body.subscription.is_empty() || *name == body.subscription)
             .collect();
-        let mut rows: Vec<ParkedRow> = diesel::sql_query(
+        let mut rows: Vec<ParkedRow> = Statement::new(
             "SELECT id, subscriber, event_id, event_type, envelope, attempts, last_error, \
                     create_time, update_time FROM parked_events \
              WHERE subscriber = ANY($1) AND (create_time, id) < ($2, $3) \

@@ -3,6 +3,7 @@
 //! own trigger, so positions are in commit order and a cursor never skips
 //! an event committed late.
 
+use crate::data::statement::Statement;
 use diesel::{
     QueryableByName,
     sql_types::{Array, BigInt, Bytea, Text, Uuid as SqlUuid},
@@ -80,7 +81,7 @@ impl PgBus {
             return Ok(());
         }
         let mut conn = self.db.connection().await?;
-        diesel::sql_query(
+        Statement::new(
             "INSERT INTO event_log (event_id, event_type, aggregate_key, envelope) \
              SELECT i.id, i.kind, i.aggregate, i.envelope \
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[]) \
@@ -127,11 +128,36 @@ pub async fn after(
     position: i64,
     limit: i64,
 ) -> Result<Vec<Logged>, BusError> {
-    Ok(diesel::sql_query(
+    Ok(Statement::new(
         "SELECT position, event_id, event_type, aggregate_key, envelope FROM event_log \
          WHERE position > $1 ORDER BY position LIMIT $2",
     )
     .bind::<BigInt, _>(position)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+    .await?)
+}
+
+/// Up to `limit` events of `types` after `position` and up to `last`, in
+/// log order.
+///
+/// # Errors
+/// The database.
+pub async fn following(
+    conn: &mut AsyncPgConnection,
+    position: i64,
+    last: i64,
+    types: &[&str],
+    limit: i64,
+) -> Result<Vec<Logged>, BusError> {
+    Ok(Statement::new(
+        "SELECT position, event_id, event_type, aggregate_key, envelope FROM event_log \
+         WHERE position > $1 AND position <= $2 AND event_type = ANY($3) \
+         ORDER BY position LIMIT $4",
+    )
+    .bind::<BigInt, _>(position)
+    .bind::<BigInt, _>(last)
+    .bind::<Array<Text>, _>(types)
     .bind::<BigInt, _>(limit)
     .load(conn)
     .await?)

@@ -7,6 +7,7 @@
 //! between publishing and marking publishes the rows again; the log keeps
 //! each event id once.
 
+use crate::data::statement::Statement;
 use diesel::{
     QueryableByName,
     sql_types::{Array, BigInt, Bool, Bytea, Text, Uuid as SqlUuid},
@@ -66,7 +67,7 @@ pub async fn relay_once(producer: &Database, bus: &Bus, limit: i64) -> Result<us
     let mut conn = producer.connection().await?;
     let bus = bus.clone();
     conn.transaction(async move |conn| {
-        let keys: Vec<Key> = diesel::sql_query(
+        let keys: Vec<Key> = Statement::new(
             "SELECT aggregate_key FROM outbox WHERE published_at IS NULL \
              GROUP BY aggregate_key ORDER BY min(seq) LIMIT $1",
         )
@@ -75,7 +76,7 @@ pub async fn relay_once(producer: &Database, bus: &Bus, limit: i64) -> Result<us
         .await?;
         let mut claimed = Vec::new();
         for key in keys {
-            let locked: Vec<Locked> = diesel::sql_query(
+            let locked: Vec<Locked> = Statement::new(
                 "SELECT pg_try_advisory_xact_lock(hashtextextended('safra.outbox/' || $1, 0)) AS locked",
             )
             .bind::<Text, _>(&key.aggregate_key)
@@ -88,7 +89,7 @@ pub async fn relay_once(producer: &Database, bus: &Bus, limit: i64) -> Result<us
         if claimed.is_empty() {
             return Ok(0);
         }
-        let rows: Vec<Row> = diesel::sql_query(
+        let rows: Vec<Row> = Statement::new(
             "SELECT id, aggregate_key, event_type, payload, traceparent FROM outbox \
              WHERE published_at IS NULL AND aggregate_key = ANY($1) ORDER BY seq LIMIT $2",
         )
@@ -123,7 +124,7 @@ pub async fn relay_once(producer: &Database, bus: &Bus, limit: i64) -> Result<us
         bus.publish(&outgoing).await?;
         drop(spans);
         let ids: Vec<Uuid> = outgoing.iter().map(|event| event.event_id).collect();
-        diesel::sql_query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+        Statement::new("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
             .bind::<Array<SqlUuid>, _>(&ids)
             .execute(conn)
             .await?;

@@ -14,13 +14,14 @@
 //! bus wakes it when the log grows, a slow poll covers a lost notification,
 //! and a full batch is followed by the next one at once.
 
+use crate::data::statement::Statement;
 use std::{
     collections::BTreeSet,
     future::Future,
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -30,7 +31,7 @@ use tracing::Instrument;
 
 use diesel::{
     QueryableByName,
-    sql_types::{BigInt, Bytea, Integer, Text, Uuid as SqlUuid},
+    sql_types::{Array, BigInt, Bytea, Integer, Text, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use prost::Message;
@@ -132,6 +133,8 @@ pub struct Round {
     pub ignored: usize,
     /// Events parked after their last attempt.
     pub parked: usize,
+    /// Whether the batch came full (more may be waiting).
+    pub more: bool,
 }
 
 impl Round {
@@ -167,6 +170,14 @@ pub struct Subscriber {
     retries: Retries,
     after_handling: Option<Arc<Notify>>,
     activity: Arc<Activity>,
+    /// Whether its cursor row exists (made once per process).
+    cursor_made: Arc<AtomicBool>,
+    /// How far this replica has looked through the log past its cursor and
+    /// found nothing it follows (so the next look starts there), and the
+    /// stored cursor at the time: a cursor moved back below that (an
+    /// operator replaying events) makes the look start at the cursor again.
+    looked_to: Arc<AtomicI64>,
+    looked_from: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -183,6 +194,28 @@ struct Cursor {
     #[diesel(sql_type = BigInt)]
     position: i64,
 }
+
+/// What a look at the log without a lock found.
+#[derive(QueryableByName)]
+struct Look {
+    /// The stored cursor.
+    #[diesel(sql_type = BigInt)]
+    cursor: i64,
+    /// The first event it follows past the cursor and what this replica
+    /// already looked through.
+    #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+    next: Option<i64>,
+    /// The log's last position: every event up to it is committed, since
+    /// positions are given in commit order.
+    #[diesel(sql_type = BigInt)]
+    last: i64,
+}
+
+/// How far a cursor may lag behind events it does not follow before the
+/// move past them is written: until then only this replica's memory holds
+/// it (a look starts there), and another replica passes over at most this
+/// many events again.
+const LAG_BEFORE_WRITING: i64 = 4096;
 
 impl Subscriber {
     /// `name` handles the event `types` with `handler`, recording them in
@@ -203,6 +236,9 @@ impl Subscriber {
             retries,
             after_handling: None,
             activity: Arc::new(Activity::default()),
+            cursor_made: Arc::new(AtomicBool::new(false)),
+            looked_to: Arc::new(AtomicI64::new(0)),
+            looked_from: Arc::new(AtomicI64::new(0)),
         }
     }
 
@@ -263,9 +299,7 @@ impl Subscriber {
                 self.ring();
             }
             match outcome {
-                Ok(round) if round.seen() >= usize::try_from(BATCH).unwrap_or(usize::MAX) => {
-                    Duration::ZERO
-                }
+                Ok(round) if round.more => Duration::ZERO,
                 Ok(_) => FALLBACK_POLL,
                 Err(error) => {
                     tracing::warn!(subscriber = %self.name, %error, "subscriber round failed");
@@ -282,19 +316,53 @@ impl Subscriber {
     }
 
     /// One round over up to `limit` events after the cursor, holding the
-    /// cursor's row lock in `bus` until the round ends.
+    /// cursor's row lock in `bus` until the round ends. A look without a
+    /// lock or a write comes first: when nothing it follows arrived, the
+    /// round ends there (no transaction, nothing written), and the cursor
+    /// moves past what it passed over only once that is far behind.
     ///
     /// # Errors
     /// A database; the cursor then stays where it was.
     pub async fn round(&self, bus: &mut AsyncPgConnection, limit: i64) -> Result<Round, BusError> {
-        diesel::sql_query(
-            "INSERT INTO subscriber_cursors (subscriber) VALUES ($1) ON CONFLICT DO NOTHING",
+        if !AtomicBool::load(&self.cursor_made, Ordering::Relaxed) {
+            Statement::new(
+                "INSERT INTO subscriber_cursors (subscriber) VALUES ($1) ON CONFLICT DO NOTHING",
+            )
+            .bind::<Text, _>(&self.name)
+            .execute(bus)
+            .await?;
+            self.cursor_made.store(true, Ordering::Relaxed);
+        }
+        let types: Vec<&str> = self.types.iter().map(String::as_str).collect();
+        let look: Vec<Look> = Statement::new(
+            "SELECT c.position AS cursor, \
+                    (SELECT e.position FROM event_log e \
+                     WHERE e.position > CASE WHEN c.position >= $2 THEN greatest(c.position, $3) \
+                                                 ELSE c.position END \
+                       AND e.event_type = ANY($4) \
+                     ORDER BY e.position LIMIT 1) AS next, \
+                    coalesce((SELECT max(position) FROM event_log), 0) AS last \
+             FROM subscriber_cursors c WHERE c.subscriber = $1",
         )
         .bind::<Text, _>(&self.name)
-        .execute(bus)
+        .bind::<BigInt, _>(AtomicI64::load(&self.looked_from, Ordering::Relaxed))
+        .bind::<BigInt, _>(AtomicI64::load(&self.looked_to, Ordering::Relaxed))
+        .bind::<Array<Text>, _>(&types)
+        .load(bus)
         .await?;
+        let Some(look) = <[Look]>::first(&look) else {
+            return Ok(Round::default());
+        };
+        if look.next.is_none() {
+            self.looked_from.store(look.cursor, Ordering::Relaxed);
+            self.looked_to.store(look.last, Ordering::Relaxed);
+            if look.last - look.cursor < LAG_BEFORE_WRITING {
+                return Ok(Round::default());
+            }
+        }
+        let last = look.last;
         bus.transaction(async move |bus| {
-            let cursor: Vec<Cursor> = diesel::sql_query(
+            let cursor: Vec<Cursor> = Statement::new(
                 "SELECT position FROM subscriber_cursors WHERE subscriber = $1 \
                  FOR UPDATE SKIP LOCKED",
             )
@@ -308,15 +376,9 @@ impl Subscriber {
                 claimed: true,
                 ..Round::default()
             };
-            let events = postgres::after(bus, cursor.position, limit).await?;
-            let Some(last) = events.last().map(|event| event.position) else {
-                return Ok(round);
-            };
+            let events = postgres::following(bus, cursor.position, last, &types, limit).await?;
+            let full = i64::try_from(events.len()).unwrap_or(i64::MAX) >= limit;
             for event in &events {
-                if !self.types.contains(&event.event_type) {
-                    round.ignored += 1;
-                    continue;
-                }
                 match self
                     .handle_one(event.event_id, &event.event_type, &event.envelope)
                     .await?
@@ -327,11 +389,22 @@ impl Subscriber {
                     Outcome::Ignored => round.ignored += 1,
                 }
             }
-            diesel::sql_query("UPDATE subscriber_cursors SET position = $2 WHERE subscriber = $1")
-                .bind::<Text, _>(&self.name)
-                .bind::<BigInt, _>(last)
-                .execute(bus)
-                .await?;
+            // A full batch ends at its last event; otherwise everything up to
+            // `last` has been looked through.
+            let moved_to = match events.last() {
+                Some(event) if full => event.position,
+                _ => last,
+            };
+            if full {
+                round.more = true;
+            }
+            if moved_to > cursor.position {
+                Statement::new("UPDATE subscriber_cursors SET position = $2 WHERE subscriber = $1")
+                    .bind::<Text, _>(&self.name)
+                    .bind::<BigInt, _>(moved_to)
+                    .execute(bus)
+                    .await?;
+            }
             Ok(round)
         })
         .await
@@ -392,7 +465,7 @@ impl Subscriber {
         }
         tracing::warn!(subscriber = %self.name, event = %event_id, error = %last_error, "event parked");
         let mut conn = self.service.connection().await?;
-        diesel::sql_query(
+        Statement::new(
             "INSERT INTO parked_events (subscriber, event_id, event_type, envelope, attempts, last_error) \
              VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (subscriber, event_id) DO UPDATE \
@@ -433,7 +506,7 @@ impl Subscriber {
         );
         telemetry::follow_traceparent(&span, &envelope.traceparent);
         conn.transaction(async move |conn| {
-            let first = diesel::sql_query(
+            let first = Statement::new(
                 "INSERT INTO processed_events (subscriber, event_id) VALUES ($1, $2) \
                  ON CONFLICT DO NOTHING",
             )

@@ -85,12 +85,16 @@ impl From<DbError> for tonic::Status {
     }
 }
 
-/// Sets `statement_timeout` on each new pooled connection.
+/// Prepares each new pooled connection: its `statement_timeout`, and
+/// whether it keeps prepared statements.
 #[derive(Debug)]
-struct StatementTimeout(u64);
+struct NewConnection {
+    statement_timeout_ms: u64,
+    prepared_statements: bool,
+}
 
 impl ::bb8::CustomizeConnection<AsyncPgConnection, diesel_async::pooled_connection::PoolError>
-    for StatementTimeout
+    for NewConnection
 {
     fn on_acquire<'a>(
         &'a self,
@@ -103,8 +107,15 @@ impl ::bb8::CustomizeConnection<AsyncPgConnection, diesel_async::pooled_connecti
         >,
     > {
         Box::pin(async move {
+            if !self.prepared_statements {
+                connection
+                    .set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+            }
             connection
-                .batch_execute(&format!("SET statement_timeout = {}", self.0))
+                .batch_execute(&format!(
+                    "SET statement_timeout = {}",
+                    self.statement_timeout_ms
+                ))
                 .await
                 .map_err(diesel_async::pooled_connection::PoolError::QueryError)
         })
@@ -134,7 +145,15 @@ impl Database {
         let pool = Pool::builder()
             .max_size(config.pool_size)
             .connection_timeout(acquire_timeout)
-            .connection_customizer(Box::new(StatementTimeout(config.statement_timeout_ms)))
+            // No test query on check-out: that is a round trip before every
+            // use. A connection that broke is dropped when it comes back
+            // (closed socket, or a transaction left open or failed), and a
+            // call that meets a dead one fails as UNAVAILABLE; callers retry.
+            .test_on_check_out(false)
+            .connection_customizer(Box::new(NewConnection {
+                statement_timeout_ms: config.statement_timeout_ms,
+                prepared_statements: config.prepared_statements,
+            }))
             .build(manager)
             .await
             .map_err(|error| DbError::Connect(error_chain(&error)))?;
@@ -168,6 +187,25 @@ impl Database {
         })
     }
 
+    /// The pool's counters since it was built: connections opened and
+    /// closed, and how often a call waited for one.
+    #[must_use]
+    pub fn pool_statistics(&self) -> PoolStatistics {
+        let state = self.pool.state();
+        let counted = state.statistics;
+        PoolStatistics {
+            open: state.connections,
+            idle: state.idle_connections,
+            opened: counted.connections_created,
+            closed_broken: counted.connections_closed_broken,
+            closed_invalid: counted.connections_closed_invalid,
+            closed_expired: counted.connections_closed_max_lifetime
+                + counted.connections_closed_idle_timeout,
+            waited: counted.get_waited,
+            timed_out: counted.get_timed_out,
+        }
+    }
+
     /// Opens a connection of its own, outside the pool, for work that holds
     /// one for long (LISTEN).
     ///
@@ -195,6 +233,130 @@ impl Database {
         let mut conn = self.connection().await?;
         let conn: &mut AsyncPgConnection = &mut conn;
         conn.transaction(async move |conn| work(conn).await).await
+    }
+}
+
+/// What a pool has done since it was built (see
+/// [`Database::pool_statistics`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatistics {
+    /// Connections open now.
+    pub open: u32,
+    /// Of those, idle now.
+    pub idle: u32,
+    /// Connections opened in all (the first ones included).
+    pub opened: u64,
+    /// Closed because they came back broken: the socket closed, or a
+    /// transaction left open or failed (a call dropped half-way).
+    pub closed_broken: u64,
+    /// Closed because a check found them dead.
+    pub closed_invalid: u64,
+    /// Closed because they reached their idle time or lifetime.
+    pub closed_expired: u64,
+    /// Check-outs that had to wait for a free connection.
+    pub waited: u64,
+    /// Check-outs that gave up waiting.
+    pub timed_out: u64,
+}
+
+impl PoolStatistics {
+    /// Connections closed for any reason other than age: each one was
+    /// replaced by a new server process with a cold statement cache.
+    #[must_use]
+    pub fn replaced(&self) -> u64 {
+        self.closed_broken + self.closed_invalid
+    }
+}
+
+/// The figures of a process's pools as Prometheus metrics, read at each
+/// scrape: `safra_db_connections_opened_total`,
+/// `safra_db_connections_closed_total{reason}` (broken, invalid,
+/// expired), `safra_db_pool_connections`, `safra_db_pool_idle_connections`,
+/// `safra_db_pool_waits_total` and `safra_db_pool_timeouts_total`, each
+/// labelled with the pool's name (`service`, `bus`).
+#[cfg(feature = "server")]
+#[derive(Debug)]
+pub struct PoolMetrics(pub Vec<(&'static str, Database)>);
+
+/// A metric's name, help and how to read it off a pool's figures.
+#[cfg(feature = "server")]
+type PoolFigure<N> = (&'static str, &'static str, fn(&PoolStatistics) -> N);
+
+#[cfg(feature = "server")]
+impl prometheus_client::collector::Collector for PoolMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::{
+            encoding::EncodeMetric,
+            metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+        };
+        let figures: Vec<(&str, PoolStatistics)> = self
+            .0
+            .iter()
+            .map(|(name, database)| (*name, database.pool_statistics()))
+            .collect();
+        let counters: [PoolFigure<u64>; 3] = [
+            (
+                "safra_db_connections_opened",
+                "Connections the pool opened, the first ones included.",
+                |figures| figures.opened,
+            ),
+            (
+                "safra_db_pool_waits",
+                "Check-outs that waited for a free connection.",
+                |figures| figures.waited,
+            ),
+            (
+                "safra_db_pool_timeouts",
+                "Check-outs that gave up waiting.",
+                |figures| figures.timed_out,
+            ),
+        ];
+        for (name, help, read) in counters {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (pool, figures) in &figures {
+                ConstCounter::new(read(figures))
+                    .encode(metric.encode_family(&[("pool", *pool)])?)?;
+            }
+        }
+        let mut closed = encoder.encode_descriptor(
+            "safra_db_connections_closed",
+            "Connections the pool closed, by reason: broken (came back with a transaction open or failed, or its socket closed: replaced by a new one), invalid, expired (idle time or lifetime).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (pool, figures) in &figures {
+            for (reason, value) in [
+                ("broken", figures.closed_broken),
+                ("invalid", figures.closed_invalid),
+                ("expired", figures.closed_expired),
+            ] {
+                ConstCounter::new(value)
+                    .encode(closed.encode_family(&[("pool", *pool), ("reason", reason)])?)?;
+            }
+        }
+        let gauges: [PoolFigure<u32>; 2] = [
+            (
+                "safra_db_pool_connections",
+                "Connections open now.",
+                |figures| figures.open,
+            ),
+            (
+                "safra_db_pool_idle_connections",
+                "Connections open and idle now.",
+                |figures| figures.idle,
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (pool, figures) in &figures {
+                ConstGauge::new(i64::from(read(figures)))
+                    .encode(metric.encode_family(&[("pool", *pool)])?)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -8,3 +8,5 @@ pub mod db;
 #[cfg(feature = "events")]
 pub mod outbox;
 pub mod paging;
+#[cfg(feature = "db")]
+pub mod statement;

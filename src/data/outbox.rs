@@ -4,6 +4,7 @@
 //! the event commits if and only if the change does. Publishing the outbox
 //! (the relay) and subscribing are the transports' part.
 
+use crate::data::statement::Statement;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use diesel::sql_types::{Bytea, Nullable, Text, Uuid as SqlUuid};
@@ -90,7 +91,7 @@ impl OutboxEvent {
         let id = uuid::Uuid::parse_str(&self.envelope.id)
             .map_err(|error| diesel::result::Error::SerializationError(Box::new(error)))?;
         let traceparent = Some(self.envelope.traceparent.as_str()).filter(|t| !t.is_empty());
-        diesel::sql_query(
+        Statement::new(
             "INSERT INTO outbox (id, aggregate_key, event_type, payload, traceparent) \
              VALUES ($1, $2, $3, $4, $5)",
         )

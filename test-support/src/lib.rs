@@ -122,6 +122,7 @@ impl TestDatabase {
             pool_size: 4,
             acquire_timeout_ms: 5_000,
             statement_timeout_ms: 5_000,
+            prepared_statements: true,
         }
     }
 }

@@ -16,6 +16,7 @@ mod mtls;
 mod runtime;
 mod scripts;
 mod serving;
+mod statements;
 mod tidy;
 mod tokens;
 mod tracing;

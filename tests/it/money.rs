@@ -658,7 +658,7 @@ async fn funding_pays_the_producer_once_and_investments_fit_whole() {
         .expect_err("funded offerings take nothing");
     assert_eq!(reason(&after_fund), "OFFERING_NOT_OPEN");
 
-    // The payout happens inline; more background rounds do not repeat it.
+    // The payout follows in the background; more rounds do not repeat it.
     mesh.settle_until("the payout", || async {
         mesh.balance(&producer).await == 100_000
     })

@@ -7,6 +7,7 @@ use diesel::{
     result::{DatabaseErrorKind, Error as DieselError},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use safra::data::statement::Statement;
 use uuid::Uuid;
 
 use safra::data::outbox::OutboxEvent;
@@ -108,7 +109,7 @@ pub async fn insert_audit(
     use diesel::sql_types::{Nullable, Text, Uuid as SqlUuid};
 
     // The JSON is built by PostgreSQL, so the service needs no JSON library.
-    diesel::sql_query(
+    Statement::new(
         "INSERT INTO audit_log (actor_id, action, subject, detail, trace_id) \
          VALUES ($1, $2, $3, jsonb_build_object('detail', $4::text), $5)",
     )
@@ -440,7 +441,7 @@ pub async fn record_failure(
 ) -> Result<(), DieselError> {
     use diesel::sql_types::{Integer, Interval, Text, Timestamptz};
 
-    diesel::sql_query(
+    Statement::new(
         "INSERT INTO login_throttles AS t (key, failures, last_failure) VALUES ($1, 1, $2) \
          ON CONFLICT (key) DO UPDATE SET \
            failures = CASE WHEN t.last_failure < $2 - $4 THEN 1 ELSE t.failures + 1 END, \
@@ -525,7 +526,7 @@ pub async fn rotate_signing_key(
 ) -> Result<SigningKeyRow, DieselError> {
     let key = key.clone();
     conn.transaction(async move |conn| {
-        diesel::sql_query(
+        Statement::new(
             "select pg_advisory_xact_lock(hashtextextended('safra.accounts.signing_keys', 0))",
         )
         .execute(conn)

@@ -12,6 +12,7 @@ use diesel::{
     sql_types::{Array, BigInt, Nullable, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use safra::data::statement::Statement;
 use safra::data::{
     db::{self, DbError},
     paging::Keyset,
@@ -133,7 +134,7 @@ pub async fn allocate_pro_rata(
     let ids: Vec<Uuid> = holders.iter().map(|(holder, _)| *holder).collect();
     let stakes: Vec<i64> = holders.iter().map(|(_, stake)| *stake).collect();
     let lines: Vec<SqlLine> =
-        diesel::sql_query("SELECT holder_id, amount_minor FROM allocate_pro_rata($1, $2, $3)")
+        Statement::new("SELECT holder_id, amount_minor FROM allocate_pro_rata($1, $2, $3)")
             .bind::<BigInt, _>(total)
             .bind::<Array<SqlUuid>, _>(ids)
             .bind::<Array<BigInt>, _>(stakes)
@@ -294,7 +295,7 @@ pub async fn mark_credited(
     distribution: Uuid,
     credited: &[(Uuid, Option<Uuid>)],
 ) -> Result<(), DistributionError> {
-    diesel::sql_query(
+    Statement::new(
         "UPDATE distribution_lines l SET credited_at = now(), credit_transaction_id = c.tx \
          FROM unnest($2::uuid[], $3::uuid[]) AS c (holder, tx) \
          WHERE l.distribution_id = $1 AND l.holder_id = c.holder AND l.credited_at IS NULL",

@@ -181,6 +181,9 @@ pub struct Marketplace {
     wallet: WalletServiceClient<MeshChannel>,
     retrier: Arc<Retrier>,
     background: BackgroundSettings,
+    /// Rings the background task for work that should not wait for its
+    /// next round (a producer to pay).
+    background_bell: Arc<tokio::sync::Notify>,
 }
 
 /// Work of the service itself gets this much time per wallet call.
@@ -202,6 +205,7 @@ impl Marketplace {
             wallet: WalletServiceClient::new(wallet),
             retrier,
             background,
+            background_bell: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -227,6 +231,7 @@ impl Marketplace {
             tokio::select! {
                 () = &mut stop => return,
                 () = tokio::time::sleep(self.background.every) => {}
+                () = self.background_bell.notified() => {}
             }
         }
     }
@@ -323,14 +328,12 @@ impl Marketplace {
         };
         let (confirmed, funded) = {
             let mut conn = self.db.connection().await?;
-            store::confirm(&mut conn, investment.id, transaction, confirmed_events).await?
+            store::confirm(&mut conn, investment, transaction, confirmed_events).await?
         };
-        // A funded offering pays its producer now; the background task
-        // retries a payout that fails here.
-        if let Some(offering) = funded
-            && let Err(error) = self.pay_out(&offering).await
-        {
-            tracing::warn!(offering = %offering.id, %error, "payout left for the background task");
+        // A funded offering's producer is paid by the background task, woken
+        // now: the investor's call does not wait for someone else's payout.
+        if funded.is_some() {
+            self.background_bell.notify_one();
         }
         Ok(confirmed)
     }

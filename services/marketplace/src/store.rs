@@ -10,6 +10,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::{prelude::*, result::Error as DieselError};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use safra::data::statement::Statement;
 use safra::{
     data::db::{self, DbError},
     data::outbox::OutboxEvent,
@@ -445,7 +446,7 @@ pub struct Confirmed {
     pub investors: Vec<Uuid>,
 }
 
-/// Confirms the PENDING investment `id`, paid by the wallet transaction
+/// Confirms the PENDING investment `pending`, paid by the wallet transaction
 /// `debit`: its reservation becomes raised money, and the offering becomes
 /// FUNDED when that fills it. The events `describe` makes are written in
 /// the same transaction. An investment no longer pending is returned as
@@ -456,18 +457,17 @@ pub struct Confirmed {
 /// A database error.
 pub async fn confirm<F>(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
+    pending: &InvestmentRow,
     debit: Uuid,
     describe: F,
 ) -> Result<(InvestmentRow, Option<OfferingRow>), MarketError>
 where
     F: FnOnce(&Confirmed) -> Vec<OutboxEvent> + Send,
 {
+    let (id, offering_id) = (pending.id, pending.offering_id);
     conn.transaction(async move |conn| {
-        let current = investment(conn, id)
-            .await?
-            .ok_or_else(|| MarketError::Internal(format!("investment {id} vanished")))?;
-        let mut offering = lock_offering(conn, current.offering_id).await?;
+        // The offering first, as every writer of both takes them.
+        let mut offering = lock_offering(conn, offering_id).await?;
         let updated = diesel::update(
             investments::table
                 .find(id)
@@ -482,6 +482,9 @@ where
         .await
         .optional()?;
         let Some(investment) = updated else {
+            let current = investment(conn, id)
+                .await?
+                .ok_or_else(|| MarketError::Internal(format!("investment {id} vanished")))?;
             return Ok((current, None));
         };
         let raised = offering.raised_minor + investment.amount_minor;
@@ -808,7 +811,7 @@ pub async fn holders(
 
     // sum(bigint) is numeric in PostgreSQL; a stake fits a bigint because
     // an offering's raised amount does.
-    let rows: Vec<HolderStake> = diesel::sql_query(
+    let rows: Vec<HolderStake> = Statement::new(
         "SELECT investor_id, sum(amount_minor)::bigint AS amount_minor \
          FROM investments \
          WHERE offering_id = $1 AND status = 'confirmed' \
@@ -883,7 +886,7 @@ pub async fn mark_distributed(
     time: DateTime<Utc>,
 ) -> Result<Distributed, MarketError> {
     let locked = lock_offering(conn, offering).await?;
-    let changed = diesel::sql_query(
+    let changed = Statement::new(
         "UPDATE offering_installments SET distribution_id = $3, distributed_time = $4, \
                 payment_id = coalesce(payment_id, $5), paid_time = coalesce(paid_time, $4) \
          WHERE offering_id = $1 AND number = $2 AND distribution_id IS NULL",

@@ -7,6 +7,7 @@
 use chrono::{DateTime, Utc};
 use diesel::{prelude::*, result::Error as DieselError, sql_types::Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use safra::data::statement::Statement;
 use safra::data::{
     db::{self, DbError},
     paging::Keyset,
@@ -77,7 +78,7 @@ pub async fn insert(
     users.dedup();
     // In id order, so two events for the same users never deadlock.
     for user in &users {
-        diesel::sql_query(
+        Statement::new(
             "SELECT pg_advisory_xact_lock(hashtextextended('safra.notifications/' || $1, 0))",
         )
         .bind::<Text, _>(user.to_string())

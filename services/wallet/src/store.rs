@@ -128,7 +128,8 @@ const TRANSACTION_COLUMNS: TransactionColumns = (
     ledger_entries::balance_after_minor,
 );
 
-/// The wallet of `owner`, opened with a zero balance if it has none.
+/// The wallet of `owner`, opened with a zero balance if it has none (a
+/// wallet that exists is only read).
 ///
 /// # Errors
 /// A database error.
@@ -136,12 +137,30 @@ pub async fn wallet_of(
     conn: &mut AsyncPgConnection,
     owner: Uuid,
 ) -> Result<WalletRow, WalletError> {
+    if let Some(wallet) = find_wallet(conn, owner, false).await? {
+        return Ok(wallet);
+    }
     open_wallet(conn, owner).await?;
-    Ok(wallets::table
+    find_wallet(conn, owner, false)
+        .await?
+        .ok_or_else(|| WalletError::Internal("an opened wallet cannot be read".into()))
+}
+
+/// The wallet of `owner`, if it has one; `lock` holds it until the
+/// transaction ends.
+async fn find_wallet(
+    conn: &mut AsyncPgConnection,
+    owner: Uuid,
+    lock: bool,
+) -> Result<Option<WalletRow>, DieselError> {
+    let query = wallets::table
         .filter(wallets::owner_id.eq(owner))
-        .select(WalletRow::as_select())
-        .first(conn)
-        .await?)
+        .select(WalletRow::as_select());
+    if lock {
+        query.for_no_key_update().first(conn).await.optional()
+    } else {
+        query.first(conn).await.optional()
+    }
 }
 
 async fn open_wallet(conn: &mut AsyncPgConnection, owner: Uuid) -> Result<(), DieselError> {
@@ -161,13 +180,13 @@ async fn open_wallet(conn: &mut AsyncPgConnection, owner: Uuid) -> Result<(), Di
 /// ends: movements of one wallet queue here, so what is read next is what
 /// the movement applies to.
 async fn lock_wallet(conn: &mut AsyncPgConnection, owner: Uuid) -> Result<WalletRow, WalletError> {
+    if let Some(wallet) = find_wallet(conn, owner, true).await? {
+        return Ok(wallet);
+    }
     open_wallet(conn, owner).await?;
-    Ok(wallets::table
-        .filter(wallets::owner_id.eq(owner))
-        .select(WalletRow::as_select())
-        .for_no_key_update()
-        .first(conn)
-        .await?)
+    find_wallet(conn, owner, true)
+        .await?
+        .ok_or_else(|| WalletError::Internal("an opened wallet cannot be locked".into()))
 }
 
 async fn system_account(conn: &mut AsyncPgConnection, name: &str) -> Result<Uuid, WalletError> {
@@ -249,7 +268,7 @@ pub async fn record_in(
     let after = domain::balance_after(wallet.balance_minor, delta)?;
     let counter = system_account(conn, movement.kind.counter_account()).await?;
     let id = Uuid::new_v4();
-    diesel::insert_into(ledger_transactions::table)
+    let create_time: DateTime<Utc> = diesel::insert_into(ledger_transactions::table)
         .values((
             ledger_transactions::id.eq(id),
             ledger_transactions::kind.eq(movement.kind.as_str()),
@@ -258,10 +277,13 @@ pub async fn record_in(
             ledger_transactions::reference_id.eq(movement.reference),
             ledger_transactions::idempotency_key.eq(&movement.idempotency_key),
         ))
-        .execute(conn)
+        .returning(ledger_transactions::create_time)
+        .get_result(conn)
         .await?;
+    // Two rows as an array, not a Vec: a fixed row count keeps the
+    // statement the same text, so it is prepared once per connection.
     diesel::insert_into(ledger_entries::table)
-        .values(&vec![
+        .values([
             (
                 ledger_entries::transaction_id.eq(id),
                 ledger_entries::wallet_id.eq(wallet.id),
@@ -279,20 +301,25 @@ pub async fn record_in(
         ])
         .execute(conn)
         .await?;
+    // The entries' trigger moved the cached balance; read it back.
     let wallet = wallets::table
         .find(wallet.id)
         .select(WalletRow::as_select())
         .first(conn)
         .await?;
-    let row = by_key(
-        conn,
-        movement.owner,
-        movement.kind,
-        &movement.idempotency_key,
-        wallet.id,
-    )
-    .await?
-    .ok_or_else(|| WalletError::Internal("a recorded transaction cannot be read back".into()))?;
+    let row = TransactionRow {
+        id,
+        kind: movement.kind.as_str().to_owned(),
+        owner_id: movement.owner,
+        offering_id: movement.offering,
+        reference_id: movement.reference,
+        idempotency_key: movement.idempotency_key.clone(),
+        create_time,
+        wallet_id: wallet.id,
+        amount_minor: delta,
+        currency_code: CURRENCY.to_owned(),
+        balance_after_minor: Some(after),
+    };
     Ok((wallet, row))
 }
 

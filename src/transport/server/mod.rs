@@ -2,9 +2,11 @@
 //! reads top to bottom as a request's path: mutual TLS on the connection,
 //! HTTP/2 limits, a trace span continuing the caller's trace, request
 //! metrics, the contract stage (authorization, then validation, from the
-//! descriptors), then health, reflection or the service's own handler.
+//! descriptors), then health, reflection or the service's own handler, on a
+//! task of its own so that a caller who leaves does not cut it short.
 //! Shutdown turns health NOT_SERVING and drains in-flight calls.
 
+mod complete;
 mod contract;
 mod trace;
 
@@ -354,6 +356,8 @@ impl MeshServer {
             .layer(TraceLayer)
             .layer(MetricsLayer::new(metrics))
             .layer(contract)
+            // complete: a caller that leaves does not cut a handler short.
+            .layer(complete::CompletionLayer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, draining);
         // Draining is bounded: past the timeout, what is left is cut off.
