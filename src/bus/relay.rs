@@ -10,7 +10,7 @@
 use crate::data::statement::Statement;
 use diesel::{
     QueryableByName,
-    sql_types::{Array, BigInt, Bool, Bytea, Text, Uuid as SqlUuid},
+    sql_types::{Array, BigInt, Bytea, Text, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
@@ -31,18 +31,6 @@ const FAILURE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Aggregates one relay round takes at most.
 const KEYS_PER_ROUND: i64 = 64;
-
-#[derive(QueryableByName)]
-struct Key {
-    #[diesel(sql_type = Text)]
-    aggregate_key: String,
-}
-
-#[derive(QueryableByName)]
-struct Locked {
-    #[diesel(sql_type = Bool)]
-    locked: bool,
-}
 
 #[derive(QueryableByName)]
 struct Row {
@@ -67,36 +55,29 @@ pub async fn relay_once(producer: &Database, bus: &Bus, limit: i64) -> Result<us
     let mut conn = producer.connection().await?;
     let bus = bus.clone();
     conn.transaction(async move |conn| {
-        let keys: Vec<Key> = Statement::new(
-            "SELECT aggregate_key FROM outbox WHERE published_at IS NULL \
-             GROUP BY aggregate_key ORDER BY min(seq) LIMIT $1",
+        // One round trip claims the oldest aggregates no other relay holds
+        // (a transaction-scoped advisory lock per key, taken only for the
+        // keys past the LIMIT, since a subquery with a LIMIT is not
+        // flattened) and reads their unpublished rows in order.
+        let rows: Vec<Row> = Statement::new(
+            "WITH claimed AS ( \
+                 SELECT k.aggregate_key FROM ( \
+                     SELECT aggregate_key, min(seq) AS first FROM outbox \
+                     WHERE published_at IS NULL \
+                     GROUP BY aggregate_key ORDER BY min(seq) LIMIT $1) AS k \
+                 WHERE pg_try_advisory_xact_lock(hashtextextended('safra.outbox/' || k.aggregate_key, 0))) \
+             SELECT id, aggregate_key, event_type, payload, traceparent FROM outbox \
+             WHERE published_at IS NULL \
+               AND aggregate_key IN (SELECT aggregate_key FROM claimed) \
+             ORDER BY seq LIMIT $2",
         )
         .bind::<BigInt, _>(KEYS_PER_ROUND)
-        .load(conn)
-        .await?;
-        let mut claimed = Vec::new();
-        for key in keys {
-            let locked: Vec<Locked> = Statement::new(
-                "SELECT pg_try_advisory_xact_lock(hashtextextended('safra.outbox/' || $1, 0)) AS locked",
-            )
-            .bind::<Text, _>(&key.aggregate_key)
-            .load(conn)
-            .await?;
-            if <[Locked]>::first(&locked).is_some_and(|row| row.locked) {
-                claimed.push(key.aggregate_key);
-            }
-        }
-        if claimed.is_empty() {
-            return Ok(0);
-        }
-        let rows: Vec<Row> = Statement::new(
-            "SELECT id, aggregate_key, event_type, payload, traceparent FROM outbox \
-             WHERE published_at IS NULL AND aggregate_key = ANY($1) ORDER BY seq LIMIT $2",
-        )
-        .bind::<Array<Text>, _>(&claimed)
         .bind::<BigInt, _>(limit)
         .load(conn)
         .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
         // One span per event, in the trace of the call that caused it,
         // lasting while the batch is published.
         let spans: Vec<tracing::Span> = rows

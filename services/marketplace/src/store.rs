@@ -224,7 +224,7 @@ async fn schedules(
     rows: Vec<OfferingRow>,
 ) -> Result<Vec<OfferingWithSchedule>, DieselError> {
     let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
-    let mut installments: Vec<InstallmentRow> = offering_installments::table
+    let installments: Vec<InstallmentRow> = offering_installments::table
         .filter(offering_installments::offering_id.eq_any(&ids))
         .order((
             offering_installments::offering_id,
@@ -233,13 +233,19 @@ async fn schedules(
         .select(InstallmentRow::as_select())
         .load(conn)
         .await?;
+    // One pass: the schedules arrive grouped by offering.
+    let mut by_offering: std::collections::HashMap<Uuid, Vec<InstallmentRow>> =
+        std::collections::HashMap::with_capacity(rows.len());
+    for installment in installments {
+        by_offering
+            .entry(installment.offering_id)
+            .or_default()
+            .push(installment);
+    }
     Ok(rows
         .into_iter()
         .map(|row| {
-            let (own, rest): (Vec<_>, Vec<_>) = installments
-                .drain(..)
-                .partition(|installment| installment.offering_id == row.id);
-            installments = rest;
+            let own = by_offering.remove(&row.id).unwrap_or_default();
             (row, own)
         })
         .collect())
@@ -253,17 +259,24 @@ pub async fn offering(
     conn: &mut AsyncPgConnection,
     id: Uuid,
 ) -> Result<OfferingWithSchedule, MarketError> {
-    let row = offerings::table
-        .find(id)
-        .select(OfferingRow::as_select())
-        .first(conn)
-        .await
-        .optional()?
-        .ok_or(MarketError::OfferingNotFound(id))?;
-    schedules(conn, vec![row])
-        .await?
-        .pop()
-        .ok_or(MarketError::OfferingNotFound(id))
+    // One query: the offering joined with its schedule, a row per installment.
+    let rows: Vec<(OfferingRow, Option<InstallmentRow>)> = offerings::table
+        .left_join(offering_installments::table)
+        .filter(offerings::id.eq(id))
+        .order(offering_installments::number.nullable().asc())
+        .select((
+            OfferingRow::as_select(),
+            Option::<InstallmentRow>::as_select(),
+        ))
+        .load(conn)
+        .await?;
+    let mut rows = rows.into_iter();
+    let (row, first) = rows.next().ok_or(MarketError::OfferingNotFound(id))?;
+    let installments = first
+        .into_iter()
+        .chain(rows.filter_map(|(_, installment)| installment))
+        .collect();
+    Ok((row, installments))
 }
 
 /// The filters of ListOfferings (unset: any).
@@ -366,16 +379,15 @@ pub async fn reserve(
     let intent = intent.clone();
     conn.transaction(async move |conn| {
         let offering = lock_offering(conn, intent.offering).await?;
-        if let Some(earlier) =
-            investment_by_key(conn, intent.investor, &intent.idempotency_key).await?
-        {
-            if earlier.offering_id != intent.offering || earlier.amount_minor != intent.amount_minor
-            {
-                return Err(MarketError::KeyReused);
-            }
-            return Ok(Reservation::Existing(earlier));
+        // The key is looked up only when it matters: the offering refuses
+        // (a repeat of an investment it took before is still answered with
+        // it), or the insert finds the key taken.
+        if let Err(refused) = offering.subscription().admit(intent.amount_minor, now) {
+            return match earlier_investment(conn, &intent).await? {
+                Some(earlier) => Ok(Reservation::Existing(earlier)),
+                None => Err(refused),
+            };
         }
-        offering.subscription().admit(intent.amount_minor, now)?;
         let inserted = diesel::insert_into(investments::table)
             .values((
                 investments::offering_id.eq(intent.offering),
@@ -391,8 +403,12 @@ pub async fn reserve(
             .await
             .optional()?;
         let Some(investment) = inserted else {
-            // The same key, racing on another offering's lock, won.
-            return Err(MarketError::KeyReused);
+            // The key is taken: by this very request made before, or by
+            // another (racing on another offering's lock, say).
+            return match earlier_investment(conn, &intent).await? {
+                Some(earlier) => Ok(Reservation::Existing(earlier)),
+                None => Err(MarketError::KeyReused),
+            };
         };
         diesel::update(offerings::table.find(intent.offering))
             .set(offerings::reserved_minor.eq(offerings::reserved_minor + intent.amount_minor))
@@ -401,6 +417,27 @@ pub async fn reserve(
         Ok(Reservation::New(investment))
     })
     .await
+}
+
+/// The investment made earlier under `intent`'s key, when it was the same
+/// request.
+///
+/// # Errors
+/// [`MarketError::KeyReused`] when the key was used for another request.
+async fn earlier_investment(
+    conn: &mut AsyncPgConnection,
+    intent: &InvestIntent,
+) -> Result<Option<InvestmentRow>, MarketError> {
+    match investment_by_key(conn, intent.investor, &intent.idempotency_key).await? {
+        Some(earlier)
+            if earlier.offering_id == intent.offering
+                && earlier.amount_minor == intent.amount_minor =>
+        {
+            Ok(Some(earlier))
+        }
+        Some(_) => Err(MarketError::KeyReused),
+        None => Ok(None),
+    }
 }
 
 async fn investment_by_key(

@@ -8,12 +8,14 @@ use chrono::{DateTime, Utc};
 use diesel::{
     prelude::*,
     result::{DatabaseErrorKind, Error as DieselError},
+    sql_types::{BigInt, Nullable, Text, Uuid as SqlUuid},
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use safra::{
     data::db::{self, DbError},
     data::outbox::OutboxEvent,
     data::paging::Keyset,
+    data::statement::Statement,
 };
 use uuid::Uuid;
 
@@ -189,16 +191,6 @@ async fn lock_wallet(conn: &mut AsyncPgConnection, owner: Uuid) -> Result<Wallet
         .ok_or_else(|| WalletError::Internal("an opened wallet cannot be locked".into()))
 }
 
-async fn system_account(conn: &mut AsyncPgConnection, name: &str) -> Result<Uuid, WalletError> {
-    wallets::table
-        .filter(wallets::system_account.eq(name))
-        .select(wallets::id)
-        .first(conn)
-        .await
-        .optional()?
-        .ok_or_else(|| WalletError::Internal(format!("the system account {name} is missing")))
-}
-
 /// The transaction made for `owner` of `kind` under `key`, if any.
 async fn by_key(
     conn: &mut AsyncPgConnection,
@@ -237,6 +229,12 @@ pub async fn record(
 /// was (or refused if it was a different request), else a ledger
 /// transaction with its two entries is written. Returns the wallet after it.
 ///
+/// Four statements on the usual path (lock, transaction, entries, and the
+/// caller's commit): the key is looked up only when the insert finds it
+/// taken or the balance refuses the movement (a repeat of a movement made
+/// when the balance allowed it is still answered with that movement), and
+/// the wallet is not read back (its trigger sets what this computes).
+///
 /// # Errors
 /// [`WalletError::KeyReused`], [`WalletError::InsufficientFunds`],
 /// [`WalletError::Overflow`], [`WalletError::ClearingShort`] (at commit) or
@@ -246,29 +244,18 @@ pub async fn record_in(
     movement: &Movement,
 ) -> Result<(WalletRow, TransactionRow), WalletError> {
     let wallet = lock_wallet(conn, movement.owner).await?;
-    if let Some(earlier) = by_key(
-        conn,
-        movement.owner,
-        movement.kind,
-        &movement.idempotency_key,
-        wallet.id,
-    )
-    .await?
-    {
-        if !movement.repeats(
-            earlier.amount_minor,
-            earlier.offering_id,
-            earlier.reference_id,
-        ) {
-            return Err(WalletError::KeyReused);
-        }
-        return Ok((wallet, earlier));
-    }
     let delta = movement.kind.signed(movement.amount);
-    let after = domain::balance_after(wallet.balance_minor, delta)?;
-    let counter = system_account(conn, movement.kind.counter_account()).await?;
+    let after = match domain::balance_after(wallet.balance_minor, delta) {
+        Ok(after) => after,
+        Err(refused) => {
+            return match earlier_movement(conn, movement, wallet.id).await? {
+                Some(earlier) => Ok((wallet, earlier)),
+                None => Err(refused),
+            };
+        }
+    };
     let id = Uuid::new_v4();
-    let create_time: DateTime<Utc> = diesel::insert_into(ledger_transactions::table)
+    let inserted: Option<DateTime<Utc>> = diesel::insert_into(ledger_transactions::table)
         .values((
             ledger_transactions::id.eq(id),
             ledger_transactions::kind.eq(movement.kind.as_str()),
@@ -277,36 +264,41 @@ pub async fn record_in(
             ledger_transactions::reference_id.eq(movement.reference),
             ledger_transactions::idempotency_key.eq(&movement.idempotency_key),
         ))
+        .on_conflict_do_nothing()
         .returning(ledger_transactions::create_time)
         .get_result(conn)
-        .await?;
-    // Two rows as an array, not a Vec: a fixed row count keeps the
-    // statement the same text, so it is prepared once per connection.
-    diesel::insert_into(ledger_entries::table)
-        .values([
-            (
-                ledger_entries::transaction_id.eq(id),
-                ledger_entries::wallet_id.eq(wallet.id),
-                ledger_entries::amount_minor.eq(delta),
-                ledger_entries::currency_code.eq(CURRENCY),
-                ledger_entries::balance_after_minor.eq(Some(after)),
-            ),
-            (
-                ledger_entries::transaction_id.eq(id),
-                ledger_entries::wallet_id.eq(counter),
-                ledger_entries::amount_minor.eq(-delta),
-                ledger_entries::currency_code.eq(CURRENCY),
-                ledger_entries::balance_after_minor.eq(None),
-            ),
-        ])
-        .execute(conn)
-        .await?;
-    // The entries' trigger moved the cached balance; read it back.
-    let wallet = wallets::table
-        .find(wallet.id)
-        .select(WalletRow::as_select())
-        .first(conn)
-        .await?;
+        .await
+        .optional()?;
+    let Some(create_time) = inserted else {
+        // The key is taken: by this very request made before, or by another.
+        return match earlier_movement(conn, movement, wallet.id).await? {
+            Some(earlier) => Ok((wallet, earlier)),
+            None => Err(WalletError::KeyReused),
+        };
+    };
+    // The user's entry and the counter account's, found by its name in the
+    // same statement.
+    Statement::new(
+        "INSERT INTO ledger_entries \
+             (transaction_id, wallet_id, amount_minor, currency_code, balance_after_minor) \
+         VALUES ($1, $2, $3, $4, $5), \
+                ($1, (SELECT id FROM wallets WHERE system_account = $6), -$3, $4, NULL)",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<SqlUuid, _>(wallet.id)
+    .bind::<BigInt, _>(delta)
+    .bind::<Text, _>(CURRENCY)
+    .bind::<Nullable<BigInt>, _>(Some(after))
+    .bind::<Text, _>(movement.kind.counter_account())
+    .execute(conn)
+    .await?;
+    // What the entries' trigger wrote: the balance, and `now()` (the
+    // transaction's time, as the ledger transaction's create_time).
+    let wallet = WalletRow {
+        balance_minor: after,
+        update_time: create_time,
+        ..wallet
+    };
     let row = TransactionRow {
         id,
         kind: movement.kind.as_str().to_owned(),
@@ -321,6 +313,39 @@ pub async fn record_in(
         balance_after_minor: Some(after),
     };
     Ok((wallet, row))
+}
+
+/// The movement made earlier under `movement`'s key, when it was the same
+/// request.
+///
+/// # Errors
+/// [`WalletError::KeyReused`] when the key was used for another request.
+async fn earlier_movement(
+    conn: &mut AsyncPgConnection,
+    movement: &Movement,
+    wallet: Uuid,
+) -> Result<Option<TransactionRow>, WalletError> {
+    match by_key(
+        conn,
+        movement.owner,
+        movement.kind,
+        &movement.idempotency_key,
+        wallet,
+    )
+    .await?
+    {
+        Some(earlier)
+            if movement.repeats(
+                earlier.amount_minor,
+                earlier.offering_id,
+                earlier.reference_id,
+            ) =>
+        {
+            Ok(Some(earlier))
+        }
+        Some(_) => Err(WalletError::KeyReused),
+        None => Ok(None),
+    }
 }
 
 /// One page of `owner`'s transactions, newest first, optionally of one
