@@ -313,6 +313,13 @@ impl DatabaseConfig {
                 problem: "must start with postgres:// or postgresql://".into(),
             });
         }
+        #[cfg(feature = "db")]
+        if let Err(error) = crate::data::postgres_tls::Connector::from_url(url.expose()) {
+            return Err(ConfigError {
+                variable: variable.into(),
+                problem: error.to_string(),
+            });
+        }
         let pool_size =
             reader.parse_or("SAFRA_DB_POOL_SIZE", 10, "a whole number of connections")?;
         if pool_size == 0 {

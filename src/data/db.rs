@@ -13,7 +13,7 @@ use diesel::{migration::MigrationSource, pg::Pg};
 use diesel_async::{
     AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
     async_connection_wrapper::AsyncConnectionWrapper,
-    pooled_connection::{AsyncDieselConnectionManager, bb8},
+    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, bb8},
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
@@ -140,7 +140,14 @@ impl Database {
         // One direct connection first: the pool would retry a refused
         // connection until its timeout and report only "timed out".
         drop(connect_once(config.url.expose()).await?);
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.url.expose());
+        // Every pooled connection is made as `connect_once` makes one (TLS
+        // as the URL's sslmode asks).
+        let mut setup = ManagerConfig::<AsyncPgConnection>::default();
+        setup.custom_setup = Box::new(|url| Box::pin(establish(url.to_owned())));
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            config.url.expose(),
+            setup,
+        );
         let acquire_timeout = Duration::from_millis(config.acquire_timeout_ms);
         let pool = Pool::builder()
             .max_size(config.pool_size)
@@ -473,18 +480,10 @@ where
     F: FnOnce(&mut SyncPgConnection) -> Result<T, DbError> + Send + 'static,
     T: Send + 'static,
 {
-    use diesel::Connection;
-
-    let url = url.clone();
+    // Connected here (TLS included), then driven synchronously.
+    let conn = connect_once(url.expose()).await?;
     tokio::task::spawn_blocking(move || {
-        let mut conn =
-            <SyncPgConnection as Connection>::establish(url.expose()).map_err(|error| {
-                DbError::Connect(format!(
-                    "{} ({})",
-                    server_address(url.expose()),
-                    error_chain(&error)
-                ))
-            })?;
+        let mut conn = SyncPgConnection::from(conn);
         diesel::RunQueryDsl::execute(
             diesel::sql_query("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(MIGRATION_LOCK_KEY),
             &mut conn,
@@ -506,9 +505,24 @@ where
 /// # Errors
 /// [`DbError::Connect`].
 pub async fn connect_once(url: &str) -> Result<AsyncPgConnection, DbError> {
-    AsyncPgConnection::establish(url).await.map_err(|error| {
+    establish(url.to_owned()).await.map_err(|error| {
         DbError::Connect(format!("{} ({})", server_address(url), error_chain(&error)))
     })
+}
+
+/// One connection to `url`: over TLS when its `sslmode` asks (see
+/// [`crate::data::postgres_tls`]), else as diesel-async connects.
+async fn establish(url: String) -> diesel::ConnectionResult<AsyncPgConnection> {
+    use crate::data::postgres_tls::Connector;
+    let connector = Connector::from_url(&url)
+        .map_err(|error| diesel::ConnectionError::BadConnection(error.to_string()))?;
+    let Some(tls) = connector.make_tls() else {
+        return AsyncPgConnection::establish(connector.url()).await;
+    };
+    let (client, connection) = tokio_postgres::connect(connector.url(), tls)
+        .await
+        .map_err(|error| diesel::ConnectionError::BadConnection(error_chain(&error)))?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection).await
 }
 
 /// `host:port` of a PostgreSQL URL, without credentials, for error lines.

@@ -9,4 +9,6 @@ pub mod db;
 pub mod outbox;
 pub mod paging;
 #[cfg(feature = "db")]
+pub mod postgres_tls;
+#[cfg(feature = "db")]
 pub mod statement;

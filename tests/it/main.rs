@@ -13,6 +13,7 @@ mod migrations;
 mod money;
 mod money_properties;
 mod mtls;
+mod postgres_tls;
 mod runtime;
 mod scripts;
 mod serving;
