@@ -89,6 +89,33 @@ impl Handler for Timed {
             Ok(())
         })
     }
+
+    fn batches(&self) -> bool {
+        true
+    }
+
+    fn handle_batch<'a>(
+        &'a self,
+        conn: &'a mut Connection,
+        envelopes: &'a [&'a Envelope],
+    ) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let ids: Vec<&str> = envelopes
+                .iter()
+                .map(|envelope| envelope.id.as_str())
+                .collect();
+            diesel::sql_query(
+                "INSERT INTO effects (event_id) SELECT id::uuid FROM unnest($1::text[]) AS id",
+            )
+            .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(&ids)
+            .execute(conn)
+            .await?;
+            for id in ids {
+                self.0.handled(id);
+            }
+            Ok(())
+        })
+    }
 }
 
 /// The databases (and namespace) of one run.
@@ -374,6 +401,87 @@ pub async fn throughput(transport: &str, seconds: u64, writers: usize) -> anyhow
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         if drained { "" } else { " not drained in 60 s" }
+    );
+    run.finish().await
+}
+
+/// `events-drain`: `events` events already in the outbox (written
+/// beforehand, 1,000 per transaction), then the relay and the subscriber
+/// started: how fast they empty it, from their start to the last event
+/// handled.
+pub async fn drain_outbox(transport: &str, events: usize) -> anyhow::Result<()> {
+    const PER_TRANSACTION: usize = 1_000;
+    let run = Run::start(transport).await?;
+    let clock = Arc::new(Clock::default());
+    let filled = Instant::now();
+    let mut ids = Vec::with_capacity(events);
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in 0..events.div_ceil(PER_TRANSACTION) {
+        let first = chunk * PER_TRANSACTION;
+        let batch: Vec<OutboxEvent> = (first..(first + PER_TRANSACTION).min(events))
+            .map(|n| {
+                let number = i32::try_from(n).unwrap_or(i32::MAX);
+                OutboxEvent::new(
+                    "wallet",
+                    format!("offering:bench-{}", n % 64),
+                    &PaymentConfirmed {
+                        installment_number: number,
+                        ..PaymentConfirmed::default()
+                    },
+                )
+            })
+            .collect();
+        ids.extend(batch.iter().map(|event| event.envelope().id.clone()));
+        let producer = run.producer.clone();
+        tasks.spawn(async move {
+            let mut conn = producer.connection().await?;
+            conn.transaction(async move |conn| {
+                for event in &batch {
+                    event.write(conn).await?;
+                }
+                Ok::<_, diesel::result::Error>(())
+            })
+            .await?;
+            anyhow::Ok(())
+        });
+        // Four transactions at a time.
+        while tasks.len() >= 4 {
+            if let Some(written) = tasks.join_next().await {
+                written??;
+            }
+        }
+    }
+    while let Some(written) = tasks.join_next().await {
+        written??;
+    }
+    let fill_seconds = filled.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for id in ids {
+        clock.committed(id, started);
+    }
+    let stop = run.spawn(&clock).await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while clock.count() < events && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(true);
+    let last = clock
+        .last_handled
+        .lock()
+        .ok()
+        .and_then(|last| *last)
+        .unwrap_or_else(Instant::now);
+    let handled = clock.count();
+    let seconds = last.duration_since(started).as_secs_f64();
+    #[allow(clippy::cast_precision_loss, reason = "rates")]
+    let rate = handled as f64 / seconds;
+    println!(
+        "| {transport} | {events} | {fill_seconds:.1} | {handled} | {seconds:.1} | {rate:.0} |{}",
+        if handled < events {
+            " not drained in 600 s"
+        } else {
+            ""
+        }
     );
     run.finish().await
 }

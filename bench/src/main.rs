@@ -23,8 +23,9 @@
 //! - `serve-accounts`, `accounts-login`, `accounts-getme`: the accounts
 //!   service; see `accounts.rs`.
 //! - `serve-edge`, `edge-load`: the gateway; see `gateway.rs`.
-//! - `events-latency`, `events-throughput`: events from an outbox commit
-//!   to a subscriber's handler, on each transport; see `events.rs`.
+//! - `events-latency`, `events-throughput`, `events-drain`: events from an
+//!   outbox commit to a subscriber's handler, on each transport; see
+//!   `events.rs`.
 //! - `distribute <holders>`: one payment to many holders, end to end; see
 //!   `distribution.rs`.
 //!
@@ -610,6 +611,7 @@ async fn main() -> anyhow::Result<()> {
         "events-throughput" => {
             events::throughput(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await
         }
+        "events-drain" => events::drain_outbox(arg(1)?, arg(2)?.parse()?).await,
         other => bail!("unknown command {other}; see the header of bench/src/main.rs"),
     }
 }

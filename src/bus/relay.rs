@@ -19,7 +19,7 @@ use super::{Bus, BusError, postgres::Outgoing};
 use crate::{data::db::Database, observability::telemetry};
 
 /// Rows one relay round publishes at most.
-const ROWS_PER_ROUND: i64 = 500;
+const ROWS_PER_ROUND: i64 = 2_000;
 /// How long an idle relay waits before looking again when nothing woke it
 /// (the outbox's insert trigger notifies `safra_outbox`; this is the
 /// safety net under a lost notification).
@@ -31,6 +31,10 @@ const FAILURE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Aggregates one relay round takes at most.
 const KEYS_PER_ROUND: i64 = 64;
+/// Rows of one aggregate a round reads at most: each key's rows come from
+/// its own index range, so a long backlog of one key costs a round no
+/// more than this.
+const ROWS_PER_KEY: i64 = 256;
 
 #[derive(QueryableByName)]
 struct Row {
@@ -58,21 +62,27 @@ pub async fn relay_once(producer: &Database, bus: &Bus, limit: i64) -> Result<us
         // One round trip claims the oldest aggregates no other relay holds
         // (a transaction-scoped advisory lock per key, taken only for the
         // keys past the LIMIT, since a subquery with a LIMIT is not
-        // flattened) and reads their unpublished rows in order.
+        // flattened) and reads their unpublished rows in order. The keys
+        // come from the oldest unpublished rows only (the partial index on
+        // create_time, seq), so a long backlog costs each round no more.
         let rows: Vec<Row> = Statement::new(
             "WITH claimed AS ( \
                  SELECT k.aggregate_key FROM ( \
-                     SELECT aggregate_key, min(seq) AS first FROM outbox \
-                     WHERE published_at IS NULL \
+                     SELECT aggregate_key, min(seq) AS first FROM ( \
+                         SELECT aggregate_key, seq FROM outbox WHERE published_at IS NULL \
+                         ORDER BY create_time, seq LIMIT $2) AS oldest \
                      GROUP BY aggregate_key ORDER BY min(seq) LIMIT $1) AS k \
                  WHERE pg_try_advisory_xact_lock(hashtextextended('safra.outbox/' || k.aggregate_key, 0))) \
-             SELECT id, aggregate_key, event_type, payload, traceparent FROM outbox \
-             WHERE published_at IS NULL \
-               AND aggregate_key IN (SELECT aggregate_key FROM claimed) \
-             ORDER BY seq LIMIT $2",
+             SELECT o.id, o.aggregate_key, o.event_type, o.payload, o.traceparent \
+             FROM claimed c CROSS JOIN LATERAL ( \
+                 SELECT id, aggregate_key, event_type, payload, traceparent, seq FROM outbox \
+                 WHERE published_at IS NULL AND aggregate_key = c.aggregate_key \
+                 ORDER BY seq LIMIT $3) AS o \
+             ORDER BY o.seq LIMIT $2",
         )
         .bind::<BigInt, _>(KEYS_PER_ROUND)
         .bind::<BigInt, _>(limit)
+        .bind::<BigInt, _>(ROWS_PER_KEY)
         .load(conn)
         .await?;
         if rows.is_empty() {

@@ -37,6 +37,8 @@ enum Kind {
 }
 
 struct Bus {
+    /// Whether subscribers of this run handle batches in one transaction.
+    batches: bool,
     producer: TestDatabase,
     consumer: TestDatabase,
     bus_db: TestDatabase,
@@ -85,6 +87,7 @@ async fn spawn_bus(kind: Kind) -> Bus {
         ),
     };
     Bus {
+        batches: false,
         producer_pool: Database::connect(&producer.config()).await.expect("pool"),
         consumer_pool: Database::connect(&consumer.config()).await.expect("pool"),
         bus,
@@ -226,10 +229,12 @@ async fn emit(bus: &Bus, aggregate: &str, numbers: impl IntoIterator<Item = i32>
 }
 
 /// Records each PaymentConfirmed; fails for `poison`, waits forever on
-/// `stall`.
+/// `stall`; handles batches in one transaction when `batch`.
+#[derive(Clone, Copy)]
 struct Record {
     poison: Option<i32>,
     stall: Option<i32>,
+    batch: bool,
 }
 
 impl Handler for Record {
@@ -264,13 +269,20 @@ impl Handler for Record {
             Ok(())
         })
     }
+
+    fn batches(&self) -> bool {
+        self.batch
+    }
 }
 
 fn subscriber(bus: &Bus, handler: Record) -> Subscriber {
     Subscriber::new(
         SUBSCRIBER,
         ["safra.events.v1.PaymentConfirmed"],
-        Arc::new(handler),
+        Arc::new(Record {
+            batch: bus.batches,
+            ..handler
+        }),
         bus.consumer_pool.clone(),
         Retries {
             attempts: 3,
@@ -283,6 +295,7 @@ fn subscriber(bus: &Bus, handler: Record) -> Subscriber {
 const HEALTHY: Record = Record {
     poison: None,
     stall: None,
+    batch: false,
 };
 
 #[derive(QueryableByName)]
@@ -299,12 +312,20 @@ async fn count(database: &TestDatabase, query: &str) -> i64 {
     rows.into_iter().next().map_or(-1, |row| row.n)
 }
 
-/// Runs `scenario` on both transports' tests.
+/// Runs `scenario` on both transports' tests, and on PostgreSQL once more
+/// with the subscriber handling batches in one transaction.
 macro_rules! on_both_transports {
-    ($scenario:ident, $postgres:ident, $rabbit:ident) => {
+    ($scenario:ident, $postgres:ident, $batched:ident, $rabbit:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $postgres() {
             let bus = spawn_bus(Kind::Postgres).await;
+            $scenario(&bus).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $batched() {
+            let mut bus = spawn_bus(Kind::Postgres).await;
+            bus.batches = true;
             $scenario(&bus).await;
         }
 
@@ -320,6 +341,7 @@ macro_rules! on_both_transports {
 on_both_transports!(
     delivered_once_though_the_relay_died_after_publishing,
     postgres_delivers_once_though_the_relay_died_after_publishing,
+    postgres_batched_delivers_once_though_the_relay_died_after_publishing,
     rabbitmq_delivers_once_though_the_relay_died_after_publishing
 );
 
@@ -364,6 +386,7 @@ async fn delivered_once_though_the_relay_died_after_publishing(bus: &Bus) {
 on_both_transports!(
     a_subscriber_killed_mid_batch_loses_nothing,
     postgres_subscriber_killed_mid_batch_loses_nothing,
+    postgres_batched_subscriber_killed_mid_batch_loses_nothing,
     rabbitmq_subscriber_killed_mid_batch_loses_nothing
 );
 
@@ -375,9 +398,20 @@ async fn a_subscriber_killed_mid_batch_loses_nothing(bus: &Bus) {
         Record {
             poison: None,
             stall: Some(3),
+            batch: false,
         },
     ));
-    bus.until(EFFECTS, 2).await;
+    if bus.batches {
+        // One transaction holds the whole batch, stalled at the third event.
+        bus.until(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND state = 'idle in transaction'",
+            1,
+        )
+        .await;
+    } else {
+        bus.until(EFFECTS, 2).await;
+    }
     stalling.abort();
     assert!(stalling.await.is_err(), "killed mid-batch");
 
@@ -398,6 +432,7 @@ async fn a_subscriber_killed_mid_batch_loses_nothing(bus: &Bus) {
 on_both_transports!(
     order_per_aggregate_holds_with_two_relays_at_once,
     postgres_keeps_order_per_aggregate_with_two_relays,
+    postgres_batched_keeps_order_per_aggregate_with_two_relays,
     rabbitmq_keeps_order_per_aggregate_with_two_relays
 );
 
@@ -439,6 +474,7 @@ async fn order_per_aggregate_holds_with_two_relays_at_once(bus: &Bus) {
 on_both_transports!(
     a_poison_event_is_parked_and_the_others_go_through,
     postgres_parks_a_poison_event,
+    postgres_batched_parks_a_poison_event,
     rabbitmq_parks_a_poison_event
 );
 
@@ -450,6 +486,7 @@ async fn a_poison_event_is_parked_and_the_others_go_through(bus: &Bus) {
         Record {
             poison: Some(2),
             stall: None,
+            batch: false,
         },
     ));
     bus.until(EFFECTS, 4).await;
@@ -472,6 +509,7 @@ async fn a_poison_event_is_parked_and_the_others_go_through(bus: &Bus) {
 on_both_transports!(
     the_transport_going_away_mid_stream_loses_nothing,
     postgres_loses_nothing_when_the_bus_connections_are_cut,
+    postgres_batched_loses_nothing_when_the_bus_connections_are_cut,
     rabbitmq_loses_nothing_when_the_broker_restarts
 );
 
@@ -554,6 +592,7 @@ impl Handler for Switchable {
             Record {
                 poison: (poison != 0).then_some(poison),
                 stall: None,
+                batch: false,
             }
             .handle(conn, envelope)
             .await
@@ -564,6 +603,7 @@ impl Handler for Switchable {
 on_both_transports!(
     the_jobs_monitor_shows_the_backlog_and_retries_or_discards_parked_events,
     postgres_jobs_monitor_retries_and_discards,
+    postgres_batched_jobs_monitor_retries_and_discards,
     rabbitmq_jobs_monitor_retries_and_discards
 );
 
