@@ -550,6 +550,10 @@ impl Handler for MarketplaceEvents {
             }
         })
     }
+
+    fn batches(&self) -> bool {
+        true
+    }
 }
 
 fn settled_event(

@@ -189,6 +189,10 @@ impl Handler for NoticeHandler {
             Ok(())
         })
     }
+
+    fn batches(&self) -> bool {
+        true
+    }
 }
 
 fn notices(envelope: &Envelope) -> Result<Vec<Notice>, HandlerError> {
