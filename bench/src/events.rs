@@ -73,6 +73,15 @@ impl Clock {
     fn count(&self) -> usize {
         self.latencies.lock().map_or(0, |latencies| latencies.len())
     }
+
+    /// When the last event was handled (now, if none was).
+    fn last_handled(&self) -> Instant {
+        self.last_handled
+            .lock()
+            .ok()
+            .and_then(|last| *last)
+            .unwrap_or_else(Instant::now)
+    }
 }
 
 /// Writes one row per event and stops the clock.
@@ -378,12 +387,7 @@ pub async fn throughput(transport: &str, seconds: u64, writers: usize) -> anyhow
     let committed = started.elapsed();
     let drained = drain(&clock, written).await;
     let _ = stop.send(true);
-    let last = clock
-        .last_handled
-        .lock()
-        .ok()
-        .and_then(|last| *last)
-        .unwrap_or_else(Instant::now);
+    let last = clock.last_handled();
     let handled = clock.count();
     #[allow(clippy::cast_precision_loss, reason = "rates")]
     let (committed_rate, handled_rate) = (
@@ -465,12 +469,7 @@ pub async fn drain_outbox(transport: &str, events: usize) -> anyhow::Result<()> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = stop.send(true);
-    let last = clock
-        .last_handled
-        .lock()
-        .ok()
-        .and_then(|last| *last)
-        .unwrap_or_else(Instant::now);
+    let last = clock.last_handled();
     let handled = clock.count();
     let seconds = last.duration_since(started).as_secs_f64();
     #[allow(clippy::cast_precision_loss, reason = "rates")]

@@ -235,3 +235,64 @@ async fn calls_spread_over_endpoints_and_a_dead_one_is_skipped() {
         "{first_count} / {second_count}"
     );
 }
+
+/// Waits up to 5 s for `channel` to count `expected` calls in flight.
+async fn in_flight_becomes(channel: &safra::transport::client::MeshChannel, expected: usize) {
+    for _ in 0..100 {
+        if channel.in_flight() == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(channel.in_flight(), expected, "calls in flight");
+}
+
+#[tokio::test]
+async fn the_balancer_counts_a_call_until_its_body_ends_or_is_dropped() {
+    use safra::testing::echo::v1::{SlowRequest, StreamEchoRequest};
+    use tokio_stream::StreamExt as _;
+
+    let mesh = spawn_mesh(Limits::default()).await;
+    let channel = safra::transport::client::mesh_channel(
+        &mesh.pki.tls("gateway"),
+        "wallet",
+        &mesh.echo.to_string(),
+    )
+    .expect("channel");
+    let mut client =
+        safra::testing::echo::v1::echo_service_client::EchoServiceClient::new(channel.clone());
+
+    // A finished unary call is no longer counted.
+    client.echo(hello()).await.expect("echo");
+    assert_eq!(channel.in_flight(), 0);
+
+    // A server stream counts while it is read, past its response headers.
+    let mut stream = client
+        .stream_echo(StreamEchoRequest { count: 100 })
+        .await
+        .expect("stream")
+        .into_inner();
+    stream.next().await.expect("a first message").expect("ok");
+    assert_eq!(channel.in_flight(), 1, "an open stream is busy");
+    drop(stream);
+    in_flight_becomes(&channel, 0).await;
+
+    // A stream read to its end.
+    let mut short = client
+        .stream_echo(StreamEchoRequest { count: 3 })
+        .await
+        .expect("stream")
+        .into_inner();
+    while let Some(message) = short.next().await {
+        message.expect("ok");
+    }
+    assert_eq!(channel.in_flight(), 0, "a stream read to its end");
+
+    // A call its caller drops before the answer came.
+    let mut slow_client = client.clone();
+    let slow = tokio::spawn(async move { slow_client.slow(SlowRequest { delay_ms: 5_000 }).await });
+    in_flight_becomes(&channel, 1).await;
+    slow.abort();
+    assert!(slow.await.is_err(), "cancelled");
+    in_flight_becomes(&channel, 0).await;
+}

@@ -162,6 +162,16 @@ struct Backends {
 }
 
 impl Backends {
+    /// Calls in flight over every current endpoint.
+    fn in_flight(&self) -> usize {
+        self.current.read().map_or(0, |current| {
+            current
+                .iter()
+                .map(|backend| backend.in_flight.load(Ordering::Relaxed))
+                .sum()
+        })
+    }
+
     fn backend(&self, authority: &str) -> Result<Arc<Backend>, ClientError> {
         // TLS is the connector's job, so tonic sees a plain http:// URI.
         let uri = format!("http://{authority}");
@@ -314,13 +324,25 @@ impl tower::Service<http::Request<Body>> for MeshChannel {
         );
         span.in_scope(|| crate::observability::telemetry::inject(request.headers_mut()));
         let call = async move {
-            backend.in_flight.fetch_add(1, Ordering::Relaxed);
+            // Counted busy until the answer's body ends or is dropped (a
+            // stream stays counted while it runs), or until this future is
+            // dropped before the answer came.
+            let in_flight = InFlight::start(backend.clone());
             let outcome = match backend.channel.clone().ready_oneshot().await {
                 Ok(channel) => channel.oneshot(request).await,
                 Err(error) => Err(error),
             };
-            backend.in_flight.fetch_sub(1, Ordering::Relaxed);
             match outcome {
+                Ok(response) => {
+                    let (parts, body) = response.into_parts();
+                    Ok(http::Response::from_parts(
+                        parts,
+                        Body::new(CountedBody {
+                            inner: body,
+                            in_flight: Some(in_flight),
+                        }),
+                    ))
+                }
                 Err(error) if deadline_passed(&error) => Ok(tonic::Status::deadline_exceeded(
                     "the call's deadline passed before the answer came",
                 )
@@ -331,10 +353,73 @@ impl tower::Service<http::Request<Body>> for MeshChannel {
                     }
                     Err(error)
                 }
-                ok => ok,
             }
         };
         Box::pin(tracing::Instrument::instrument(call, span))
+    }
+}
+
+impl MeshChannel {
+    /// Calls in flight over this channel's endpoints: each counts from
+    /// its start until its answer's body ends or is dropped, however the
+    /// call ends. This is what the balancer compares.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.backends.in_flight()
+    }
+}
+
+/// One call counted on its backend until dropped.
+struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    fn start(backend: Arc<Backend>) -> Self {
+        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(backend)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An answer's body that keeps its call counted until it ends.
+struct CountedBody {
+    inner: Body,
+    in_flight: Option<InFlight>,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        // The call is over at its trailers (gRPC's last frame), at the
+        // body's end, or at an error: whoever reads it may stop there.
+        let over = match &polled {
+            Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || this.inner.is_end_stream(),
+            Poll::Ready(None | Some(Err(_))) => true,
+            Poll::Pending => false,
+        };
+        if over {
+            this.in_flight = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
