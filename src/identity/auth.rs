@@ -349,12 +349,11 @@ impl TokenVerifier {
         }
 
         let header = jsonwebtoken::decode_header(token)
-            .map_err(|error| AuthError::Invalid(format!("malformed: {error}")))?;
+            .map_err(|error| AuthError::Invalid(refusal(error.kind()).into()))?;
         if header.alg != Algorithm::EdDSA {
-            return Err(AuthError::Invalid(format!(
-                "algorithm {:?} is not accepted",
-                header.alg
-            )));
+            return Err(AuthError::Invalid(
+                refusal(&ErrorKind::InvalidAlgorithm).into(),
+            ));
         }
         let kid = header
             .kid
@@ -370,7 +369,7 @@ impl TokenVerifier {
         let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(error.to_string()),
+                kind => AuthError::Invalid(refusal(kind).into()),
             })?
             .claims;
         if !ROLES.contains(&claims.role.as_str()) {
@@ -425,7 +424,7 @@ impl TokenVerifier {
             return Ok(key);
         }
         if last_fetch.is_some_and(|at| at.elapsed() < self.min_refresh) {
-            return Err(AuthError::Invalid(format!("unknown key id '{kid}'")));
+            return Err(AuthError::Invalid(UNKNOWN_KEY.into()));
         }
         *last_fetch = Some(Instant::now());
         self.fetches.fetch_add(1, Ordering::Relaxed);
@@ -440,7 +439,7 @@ impl TokenVerifier {
         if let Ok(mut current) = self.keys.write() {
             *current = keys;
         }
-        found.ok_or_else(|| AuthError::Invalid(format!("unknown key id '{kid}'")))
+        found.ok_or_else(|| AuthError::Invalid(UNKNOWN_KEY.into()))
     }
 }
 
@@ -481,5 +480,36 @@ impl AuthenticatedUser {
     #[must_use]
     pub fn of<T>(request: &tonic::Request<T>) -> Option<&AuthenticatedUser> {
         request.extensions().get::<AuthenticatedUser>()
+    }
+}
+
+/// A token signed with a key the mesh does not publish.
+const UNKNOWN_KEY: &str = "its key id (kid) is not one of the signing keys (JWKS)";
+
+/// Why a token was refused, in the contract's words (the JWT's parts and
+/// claims) rather than the library's: nothing of the decoder's internals,
+/// and nothing a caller sent is echoed back.
+fn refusal(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+            "it is not a JWT (three base64url parts: header, claims, signature)"
+        }
+        ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => {
+            "its header or claims are not in the accepted form (alg EdDSA with a kid; iss, aud, sub, exp, nbf and role)"
+        }
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm
+        | ErrorKind::MissingAlgorithm => "its algorithm is not accepted (only EdDSA)",
+        ErrorKind::InvalidSignature => "its signature does not verify",
+        ErrorKind::MissingRequiredClaim(_) => {
+            "a required claim is missing (iss, aud, sub, exp and nbf are required)"
+        }
+        ErrorKind::InvalidIssuer => "it was not issued by this mesh's issuer",
+        ErrorKind::InvalidAudience => "its audience is not safra",
+        ErrorKind::InvalidSubject => "its subject is not accepted",
+        ErrorKind::ImmatureSignature => "it is not valid yet (nbf)",
+        ErrorKind::ExpiredSignature => "it has expired",
+        _ => "it does not verify",
     }
 }

@@ -276,3 +276,55 @@ fn bearer_values_are_parsed_strictly() {
     assert_eq!(safra::identity::auth::bearer("Bearer "), None);
     assert_eq!(safra::identity::auth::bearer("abc"), None);
 }
+
+#[tokio::test]
+async fn refusals_say_what_is_wrong_without_the_decoders_words_or_the_callers_input() {
+    let keys = keys();
+    let header = |json: &str| URL_SAFE_NO_PAD.encode(json.as_bytes());
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(|_| {})).expect("json"));
+    let (good, _) = keys
+        .signer
+        .sign("u", "investor", Duration::from_secs(60))
+        .expect("signed");
+    // One character in the middle of the signature changed (the last one
+    // could make the base64 itself invalid).
+    let at = good.len() - 10;
+    let swapped = if &good[at..=at] == "A" { "B" } else { "A" };
+    let tampered_signature = format!("{}{swapped}{}", &good[..at], &good[at + 1..]);
+    let cases = [
+        (
+            format!(
+                "{}.{payload}.",
+                header(r#"{"alg":"none","typ":"JWT","kid":"key-1"}"#)
+            ),
+            "not in the accepted form",
+        ),
+        ("not.a.jwt!".to_owned(), "not a JWT"),
+        ("%%%".to_owned(), "not a JWT"),
+        (
+            format!(
+                "{}.{payload}.c2ln",
+                header(r#"{"alg":"EdDSA","typ":"JWT","kid":"a-kid-made-up-by-the-caller"}"#)
+            ),
+            "not one of the signing keys",
+        ),
+        (tampered_signature, "signature does not verify"),
+    ];
+    for (token, says) in cases {
+        let AuthError::Invalid(message) = refused(&keys, &token).await else {
+            panic!("{token}: refused as invalid");
+        };
+        assert!(message.contains(says), "{token}: {message}");
+        for internal in [
+            "variant",
+            "expected one of",
+            "Base64",
+            "base64 error",
+            "Invalid last symbol",
+            "a-kid-made-up-by-the-caller",
+            "InvalidSignature",
+        ] {
+            assert!(!message.contains(internal), "{token}: {message}");
+        }
+    }
+}
