@@ -17,7 +17,10 @@ use diesel_async::{
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
-use crate::config::{DatabaseConfig, Secret};
+use crate::{
+    config::{DatabaseConfig, Secret},
+    data::postgres_tls::Connector,
+};
 
 /// A pool of connections to one service database.
 pub type Pool = bb8::Pool<AsyncPgConnection>;
@@ -142,8 +145,11 @@ impl Database {
         drop(connect_once(config.url.expose()).await?);
         // Every pooled connection is made as `connect_once` makes one (TLS
         // as the URL's sslmode asks).
+        // The URL's TLS settings (and its CA file) are read once, here.
+        let connector = Connector::from_url(config.url.expose())
+            .map_err(|error| DbError::Connect(error.to_string()))?;
         let mut setup = ManagerConfig::<AsyncPgConnection>::default();
-        setup.custom_setup = Box::new(|url| Box::pin(establish(url.to_owned())));
+        setup.custom_setup = Box::new(move |_| Box::pin(establish(connector.clone())));
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
             config.url.expose(),
             setup,
@@ -505,17 +511,16 @@ where
 /// # Errors
 /// [`DbError::Connect`].
 pub async fn connect_once(url: &str) -> Result<AsyncPgConnection, DbError> {
-    establish(url.to_owned()).await.map_err(|error| {
+    let connector =
+        Connector::from_url(url).map_err(|error| DbError::Connect(error.to_string()))?;
+    establish(connector).await.map_err(|error| {
         DbError::Connect(format!("{} ({})", server_address(url), error_chain(&error)))
     })
 }
 
-/// One connection to `url`: over TLS when its `sslmode` asks (see
-/// [`crate::data::postgres_tls`]), else as diesel-async connects.
-async fn establish(url: String) -> diesel::ConnectionResult<AsyncPgConnection> {
-    use crate::data::postgres_tls::Connector;
-    let connector = Connector::from_url(&url)
-        .map_err(|error| diesel::ConnectionError::BadConnection(error.to_string()))?;
+/// One connection as `connector` says: over TLS when the URL's `sslmode`
+/// asks (see [`crate::data::postgres_tls`]), else as diesel-async connects.
+async fn establish(connector: Connector) -> diesel::ConnectionResult<AsyncPgConnection> {
     let Some(tls) = connector.make_tls() else {
         return AsyncPgConnection::establish(connector.url()).await;
     };
