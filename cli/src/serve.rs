@@ -132,7 +132,9 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                         config.jwt_issuer.clone(),
                         accounts.key_source(),
                     ));
+                    let metrics = accounts.clone();
                     MeshServer::new(service, tls, verifier)?
+                        .with_metrics(move |registry| metrics.register_metrics(registry))
                         .add_service(AccountsServiceServer::new(accounts))
                 }
                 Service::Marketplace => {

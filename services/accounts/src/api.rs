@@ -4,10 +4,22 @@
 //! handler runs; what is left here are the rules only the data can decide
 //! (a taken e-mail, a wrong password, a reused refresh token, ownership).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
+use diesel_async::AsyncPgConnection;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
 use prost::Message;
 use safra::{
     accounts::v1::{
@@ -33,17 +45,18 @@ use uuid::Uuid;
 pub use crate::domain::AccountsError;
 use crate::{
     domain::{
-        DisplayName, DomainError, Email, HashingPool, KeyEncryption, Password, Role, SealedKey,
+        ACCOUNT_BUDGET, ADDRESS_BUDGET, BudgetScope, DisplayName, DomainError, Email, GuessBudget,
+        HashingPool, KNOWN_ADDRESS_DAYS, KeyEncryption, PAIR_BUDGET, Password, Role, SealedKey,
     },
     store::{self, NewRefreshToken, NewSigningKey, NewUser, Rotation, StoreError, UserRow},
 };
 
-/// Failed logins allowed per account, and per client address (shared by
-/// everyone behind one NAT), before each further one locks for longer.
-const FREE_FAILURES_PER_ACCOUNT: i32 = 5;
-const FREE_FAILURES_PER_ADDRESS: i32 = 20;
-/// Failures older than this are forgotten; no lock lasts longer.
-const THROTTLE_WINDOW_MINUTES: i64 = 15;
+/// How often a replica deletes login budgets that have filled up again and
+/// addresses no longer known.
+const LOGIN_SWEEP_SECS: i64 = 60;
+/// An account's key in the login budgets: its e-mail as the account is
+/// found by (trimmed, lower-case), cut to the longest an e-mail may be.
+const MAX_ACCOUNT_KEY_CHARS: usize = 254;
 
 /// Page size when a list request names none, and the most it may ask for.
 const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -131,6 +144,21 @@ pub struct Accounts {
     hashing: HashingPool,
     keys: Arc<KeyEncryption>,
     tokens: TokenSettings,
+    throttle: LoginThrottle,
+}
+
+/// The login throttle's figures and its sweep clock.
+#[derive(Debug, Clone, Default)]
+struct LoginThrottle {
+    /// Logins refused, by the budget that was spent.
+    refused: Family<ThrottleLabels, Counter>,
+    /// When this replica last swept (Unix seconds).
+    last_sweep: Arc<AtomicI64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ThrottleLabels {
+    budget: &'static str,
 }
 
 impl Accounts {
@@ -149,6 +177,7 @@ impl Accounts {
             hashing,
             keys: Arc::new(keys),
             tokens,
+            throttle: LoginThrottle::default(),
         };
         let missing = {
             let mut conn = accounts.db.connection().await?;
@@ -318,15 +347,84 @@ impl Accounts {
 }
 
 impl Accounts {
-    /// RESOURCE_EXHAUSTED while any of `keys` is locked.
-    async fn refuse_if_throttled(&self, keys: &[String]) -> Result<(), AccountsError> {
+    /// Adds the service's own metrics (logins refused by the throttle) to
+    /// those its `/metrics` serves.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "safra_accounts_logins_throttled",
+            "Sign-ins refused before their password was checked, by the budget that was spent",
+            self.throttle.refused.clone(),
+        );
+    }
+
+    /// Draws the guess a login costs, before its password is checked:
+    /// RESOURCE_EXHAUSTED when a budget is spent. Returns what was drawn, to
+    /// give back if the password is right.
+    async fn draw_login_guess(
+        &self,
+        account: &str,
+        address: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<store::Draw>, AccountsError> {
         let mut conn = self.db.connection().await?;
-        let now = Utc::now();
-        match store::locked_until(&mut conn, keys, now).await? {
-            Some(until) => Err(AccountsError::Throttled(
-                (until - now).to_std().unwrap_or(Duration::from_secs(1)),
-            )),
-            None => Ok(()),
+        self.sweep_now_and_then(&mut conn, now).await;
+        let known_since = now - chrono::Duration::days(KNOWN_ADDRESS_DAYS);
+        let known = store::is_known_address(&mut conn, account, address, known_since).await?;
+        let mut draws = vec![
+            store::Draw {
+                key: format!("pair:{account} {address}"),
+                scope: BudgetScope::Pair,
+                budget: PAIR_BUDGET,
+            },
+            store::Draw {
+                key: format!("address:{address}"),
+                scope: BudgetScope::Address,
+                budget: ADDRESS_BUDGET,
+            },
+        ];
+        if !known {
+            draws.push(store::Draw {
+                key: format!("account:{account}"),
+                scope: BudgetScope::Account,
+                budget: ACCOUNT_BUDGET,
+            });
+        }
+        match store::draw_guess(&mut conn, &draws, now).await? {
+            store::Drawn::Taken => Ok(draws),
+            store::Drawn::Refused { scope, wait } => {
+                self.throttle
+                    .refused
+                    .get_or_create(&ThrottleLabels {
+                        budget: scope.name(),
+                    })
+                    .inc();
+                Err(AccountsError::Throttled(wait))
+            }
+        }
+    }
+
+    /// Deletes full budgets and stale known addresses, once a minute per
+    /// replica at most; a failure only waits for the next sweep.
+    async fn sweep_now_and_then(&self, conn: &mut AsyncPgConnection, now: DateTime<Utc>) {
+        let last = AtomicI64::load(&self.throttle.last_sweep, Ordering::Relaxed);
+        if now.timestamp() - last < LOGIN_SWEEP_SECS
+            || self
+                .throttle
+                .last_sweep
+                .compare_exchange(last, now.timestamp(), Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let full_after = [PAIR_BUDGET, ADDRESS_BUDGET, ACCOUNT_BUDGET]
+            .into_iter()
+            .map(GuessBudget::full_after)
+            .max()
+            .unwrap_or_default();
+        let full_before = now - chrono::Duration::from_std(full_after).unwrap_or_default();
+        let known_since = now - chrono::Duration::days(KNOWN_ADDRESS_DAYS);
+        if let Err(error) = store::sweep_login_state(conn, full_before, known_since).await {
+            tracing::warn!(%error, "sweeping login budgets failed; the next sign-in retries");
         }
     }
 
@@ -573,26 +671,23 @@ impl AccountsService for Accounts {
     ) -> Result<Response<LoginResponse>, Status> {
         let address = client_address(&request);
         let body = request.into_inner();
-        let account_key = format!("email:{}", body.email.trim().to_lowercase());
-        let address_key = format!("addr:{address}");
-        self.refuse_if_throttled(&[account_key.clone(), address_key.clone()])
-            .await?;
-        let outcome = self.check_credentials(&body).await;
-        let mut conn = self.db.connection().await.map_err(AccountsError::from)?;
-        let Some(user) = outcome? else {
-            let window = chrono::Duration::minutes(THROTTLE_WINDOW_MINUTES);
-            let now = Utc::now();
-            for (key, free) in [
-                (&account_key, FREE_FAILURES_PER_ACCOUNT),
-                (&address_key, FREE_FAILURES_PER_ADDRESS),
-            ] {
-                store::record_failure(&mut conn, key, now, free, window, window)
-                    .await
-                    .map_err(AccountsError::from)?;
-            }
+        let account: String = body
+            .email
+            .trim()
+            .to_lowercase()
+            .chars()
+            .take(MAX_ACCOUNT_KEY_CHARS)
+            .collect();
+        let now = Utc::now();
+        let drawn = self.draw_login_guess(&account, &address, now).await?;
+        let Some(user) = self.check_credentials(&body).await? else {
             return Err(AccountsError::InvalidCredentials.into());
         };
-        store::clear_failures(&mut conn, &account_key)
+        let mut conn = self.db.connection().await.map_err(AccountsError::from)?;
+        store::return_guess(&mut conn, &drawn)
+            .await
+            .map_err(AccountsError::from)?;
+        store::remember_address(&mut conn, &user.email, &address, now)
             .await
             .map_err(AccountsError::from)?;
         drop(conn);

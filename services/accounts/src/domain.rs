@@ -710,6 +710,120 @@ mod tests {
     }
 }
 
+/// A budget of login guesses: a token bucket that holds at most `burst`
+/// guesses and earns one back every `refill`. A guess is taken before the
+/// password is checked, so concurrent guesses cannot all slip past it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuessBudget {
+    /// Guesses that may be made at once from a full budget.
+    pub burst: f64,
+    /// How long the budget takes to earn one guess back.
+    pub refill: std::time::Duration,
+}
+
+/// Which budget a guess is drawn from; its name labels the throttle's
+/// metric and starts its stored key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BudgetScope {
+    /// One account from one client address.
+    Pair,
+    /// One client address, for every account (everyone behind one NAT).
+    Address,
+    /// One account from every address but those it signed in from lately.
+    Account,
+}
+
+impl BudgetScope {
+    /// The stored key's prefix and the metric's label.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Pair => "pair",
+            Self::Address => "address",
+            Self::Account => "account",
+        }
+    }
+}
+
+/// The budgets a login draws from (the book's "Signing in" explains them).
+pub const PAIR_BUDGET: GuessBudget = GuessBudget {
+    burst: 5.0,
+    refill: std::time::Duration::from_secs(60),
+};
+/// See [`PAIR_BUDGET`].
+pub const ADDRESS_BUDGET: GuessBudget = GuessBudget {
+    burst: 30.0,
+    refill: std::time::Duration::from_secs(6),
+};
+/// See [`PAIR_BUDGET`].
+pub const ACCOUNT_BUDGET: GuessBudget = GuessBudget {
+    burst: 10.0,
+    refill: std::time::Duration::from_secs(10),
+};
+/// An address the account signed in from within this long skips the
+/// account's budget, so guesses from elsewhere never lock its owner out.
+pub const KNOWN_ADDRESS_DAYS: i64 = 30;
+
+impl GuessBudget {
+    /// The guesses left `elapsed` after the budget held `tokens`.
+    #[must_use]
+    pub fn refilled(self, tokens: f64, elapsed: std::time::Duration) -> f64 {
+        let earned = elapsed.as_secs_f64() / self.refill.as_secs_f64().max(f64::EPSILON);
+        (tokens.max(0.0) + earned).min(self.burst)
+    }
+
+    /// Takes one guess from a budget that holds `tokens` now: what it holds
+    /// after, or how long until a guess can be taken.
+    ///
+    /// # Errors
+    /// The wait, when less than one guess is left.
+    pub fn take(self, tokens: f64) -> Result<f64, std::time::Duration> {
+        if tokens >= 1.0 {
+            Ok(tokens - 1.0)
+        } else {
+            let wait = (1.0 - tokens.max(0.0)) * self.refill.as_secs_f64();
+            // Whole seconds, at least one: what Retry-After can say.
+            Err(std::time::Duration::try_from_secs_f64(wait.ceil().max(1.0)).unwrap_or(self.refill))
+        }
+    }
+
+    /// How long a budget left alone takes to fill up from empty: a row
+    /// older than this says nothing a missing row would not.
+    #[must_use]
+    pub fn full_after(self) -> std::time::Duration {
+        self.refill.mul_f64(self.burst)
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_budget_gives_its_burst_then_one_guess_per_refill_and_never_more_than_its_burst() {
+        let budget = GuessBudget {
+            burst: 3.0,
+            refill: Duration::from_secs(10),
+        };
+        let mut tokens = budget.burst;
+        for _ in 0..3 {
+            tokens = budget.take(tokens).expect("within the burst");
+        }
+        assert_eq!(budget.take(tokens), Err(Duration::from_secs(10)));
+        let later = budget.refilled(tokens, Duration::from_secs(4));
+        assert_eq!(budget.take(later), Err(Duration::from_secs(6)));
+        let refilled = budget.refilled(tokens, Duration::from_secs(10));
+        assert_eq!(budget.take(refilled), Ok(0.0));
+        assert_eq!(
+            budget.refilled(0.0, Duration::from_secs(86_400 * 365)),
+            3.0,
+            "a year away fills it, no more"
+        );
+        assert_eq!(budget.full_after(), Duration::from_secs(30));
+    }
+}
+
 #[cfg(test)]
 mod key_tests {
     use super::*;

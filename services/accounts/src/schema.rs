@@ -1,5 +1,5 @@
 //! Diesel's schema of the accounts database (`safra_accounts`): users,
-//! refresh tokens, login throttles, signing keys, the audit log and the event
+//! refresh tokens, login budgets and known addresses, signing keys, the audit log and the event
 //! tables. Hand-written and kept in step with `migrations/accounts`.
 
 diesel::table! {
@@ -31,14 +31,19 @@ diesel::table! {
 }
 
 diesel::table! {
-    /// Keyed `email:<address>` or `addr:<ip>`.
-    login_throttles (key) {
+    /// Keyed `pair:<email> <address>`, `address:<address>` or `account:<email>`.
+    login_budgets (key) {
         key -> Text,
-        failures -> Int4,
-        last_failure -> Nullable<Timestamptz>,
-        locked_until -> Nullable<Timestamptz>,
-        create_time -> Timestamptz,
-        update_time -> Timestamptz,
+        tokens -> Float8,
+        refreshed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    login_known_addresses (email, address) {
+        email -> Text,
+        address -> Text,
+        last_login -> Timestamptz,
     }
 }
 
@@ -135,7 +140,8 @@ diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     refresh_tokens,
-    login_throttles,
+    login_budgets,
+    login_known_addresses,
     signing_keys,
     audit_log,
     outbox,

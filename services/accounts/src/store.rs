@@ -13,8 +13,8 @@ use uuid::Uuid;
 use safra::data::outbox::OutboxEvent;
 
 use crate::{
-    domain::AccountsError,
-    schema::{login_throttles, refresh_tokens, signing_keys, users},
+    domain::{AccountsError, BudgetScope, GuessBudget},
+    schema::{login_budgets, login_known_addresses, refresh_tokens, signing_keys, users},
 };
 
 /// A stored user.
@@ -406,73 +406,197 @@ pub async fn revoke_family_of(
     }
 }
 
-/// Until when the latest of `keys` is locked, if any is locked at `now`.
-///
-/// # Errors
-/// A database error.
-pub async fn locked_until(
-    conn: &mut AsyncPgConnection,
-    keys: &[String],
-    now: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>, DieselError> {
-    let until: Vec<Option<DateTime<Utc>>> = login_throttles::table
-        .filter(login_throttles::key.eq_any(keys))
-        .filter(login_throttles::locked_until.gt(now))
-        .select(login_throttles::locked_until)
-        .load(conn)
-        .await?;
-    Ok(until.into_iter().flatten().max())
+/// A guess drawn from the budget stored under `key`.
+#[derive(Debug, Clone)]
+pub struct Draw {
+    /// `<scope>:<who>`.
+    pub key: String,
+    /// Which budget it is.
+    pub scope: BudgetScope,
+    /// Its size and rate.
+    pub budget: GuessBudget,
 }
 
-/// Counts a failed login against `key` and locks it once `free` failures
-/// have happened within `window`: 1 s after the first failure past `free`,
-/// doubling with each further one, at most `max_lock`. One statement, so
-/// concurrent failures on several replicas all count.
+/// What drawing a guess came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drawn {
+    /// Every budget gave one guess.
+    Taken,
+    /// `scope`'s budget is spent; a guess can be drawn again after `wait`.
+    /// Nothing was taken from any budget.
+    Refused {
+        /// The spent budget (the one with the longest wait).
+        scope: BudgetScope,
+        /// Until a guess can be drawn.
+        wait: std::time::Duration,
+    },
+}
+
+#[derive(QueryableByName)]
+struct BudgetRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    key: String,
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    tokens: f64,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    refreshed_at: DateTime<Utc>,
+}
+
+/// Draws one guess from each of `draws` at `now`, or none if any is spent.
+/// The rows are locked in key order for the transaction, so of any number
+/// of concurrent draws on any number of replicas no more than a budget holds
+/// are taken.
 ///
 /// # Errors
 /// A database error.
-pub async fn record_failure(
+pub async fn draw_guess(
     conn: &mut AsyncPgConnection,
-    key: &str,
+    draws: &[Draw],
     now: DateTime<Utc>,
-    free: i32,
-    window: chrono::Duration,
-    max_lock: chrono::Duration,
-) -> Result<(), DieselError> {
-    use diesel::sql_types::{Integer, Interval, Text, Timestamptz};
+) -> Result<Drawn, DieselError> {
+    use diesel::sql_types::{Array, Double, Text, Timestamptz};
 
+    let mut draws = draws.to_vec();
+    draws.sort_by(|a, b| a.key.cmp(&b.key));
+    let keys: Vec<String> = draws.iter().map(|draw| draw.key.clone()).collect();
+    let bursts: Vec<f64> = draws.iter().map(|draw| draw.budget.burst).collect();
+    conn.transaction(async move |conn| {
+        // A missing budget is a full one; rows are made in key order so
+        // concurrent makers wait on each other instead of deadlocking.
+        Statement::new(
+            "INSERT INTO login_budgets (key, tokens, refreshed_at) \
+             SELECT key, burst, $3 FROM unnest($1, $2) AS wanted(key, burst) ORDER BY key \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind::<Array<Text>, _>(&keys)
+        .bind::<Array<Double>, _>(&bursts)
+        .bind::<Timestamptz, _>(now)
+        .execute(conn)
+        .await?;
+        let rows: Vec<BudgetRow> = Statement::new(
+            "SELECT key, tokens, refreshed_at FROM login_budgets \
+             WHERE key = ANY($1) ORDER BY key FOR UPDATE",
+        )
+        .bind::<Array<Text>, _>(&keys)
+        .load(conn)
+        .await?;
+        let mut left = Vec::with_capacity(rows.len());
+        let mut refused: Option<(BudgetScope, std::time::Duration)> = None;
+        for draw in &draws {
+            let Some(row) = rows.iter().find(|row| row.key == draw.key) else {
+                continue;
+            };
+            let elapsed = (now - row.refreshed_at).to_std().unwrap_or_default();
+            match draw.budget.take(draw.budget.refilled(row.tokens, elapsed)) {
+                Ok(tokens) => left.push(tokens),
+                Err(wait) => {
+                    if refused.is_none_or(|(_, longest)| wait > longest) {
+                        refused = Some((draw.scope, wait));
+                    }
+                }
+            }
+        }
+        if let Some((scope, wait)) = refused {
+            return Ok(Drawn::Refused { scope, wait });
+        }
+        Statement::new(
+            "UPDATE login_budgets AS b SET tokens = drawn.tokens, refreshed_at = $3 \
+             FROM unnest($1, $2) AS drawn(key, tokens) WHERE b.key = drawn.key",
+        )
+        .bind::<Array<Text>, _>(&keys)
+        .bind::<Array<Double>, _>(&left)
+        .bind::<Timestamptz, _>(now)
+        .execute(conn)
+        .await?;
+        Ok(Drawn::Taken)
+    })
+    .await
+}
+
+/// Gives back the guess drawn from each of `draws` (the login succeeded:
+/// only failures spend a budget).
+///
+/// # Errors
+/// A database error.
+pub async fn return_guess(conn: &mut AsyncPgConnection, draws: &[Draw]) -> Result<(), DieselError> {
+    use diesel::sql_types::{Array, Double, Text};
+
+    let keys: Vec<&str> = draws.iter().map(|draw| draw.key.as_str()).collect();
+    let bursts: Vec<f64> = draws.iter().map(|draw| draw.budget.burst).collect();
     Statement::new(
-        "INSERT INTO login_throttles AS t (key, failures, last_failure) VALUES ($1, 1, $2) \
-         ON CONFLICT (key) DO UPDATE SET \
-           failures = CASE WHEN t.last_failure < $2 - $4 THEN 1 ELSE t.failures + 1 END, \
-           last_failure = $2, \
-           locked_until = CASE \
-             WHEN t.last_failure < $2 - $4 OR t.failures + 1 <= $3 THEN t.locked_until \
-             ELSE $2 + least($5, interval '1 second' * power(2, t.failures + 1 - $3 - 1)) END",
+        "UPDATE login_budgets AS b SET tokens = least(b.tokens + 1, drawn.burst) \
+         FROM unnest($1, $2) AS drawn(key, burst) WHERE b.key = drawn.key",
     )
-    .bind::<Text, _>(key)
-    .bind::<Timestamptz, _>(now)
-    .bind::<Integer, _>(free)
-    .bind::<Interval, _>(diesel::data_types::PgInterval::from_microseconds(
-        window.num_microseconds().unwrap_or(i64::MAX),
-    ))
-    .bind::<Interval, _>(diesel::data_types::PgInterval::from_microseconds(
-        max_lock.num_microseconds().unwrap_or(i64::MAX),
-    ))
+    .bind::<Array<Text>, _>(&keys)
+    .bind::<Array<Double>, _>(&bursts)
     .execute(conn)
     .await
     .map(drop)
 }
 
-/// Forgets the failures of `key` (after a successful login).
+/// Whether `email` signed in from `address` since `since`.
 ///
 /// # Errors
 /// A database error.
-pub async fn clear_failures(conn: &mut AsyncPgConnection, key: &str) -> Result<(), DieselError> {
-    diesel::delete(login_throttles::table.find(key))
+pub async fn is_known_address(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+    address: &str,
+    since: DateTime<Utc>,
+) -> Result<bool, DieselError> {
+    diesel::select(diesel::dsl::exists(
+        login_known_addresses::table
+            .filter(login_known_addresses::email.eq(email))
+            .filter(login_known_addresses::address.eq(address))
+            .filter(login_known_addresses::last_login.gt(since)),
+    ))
+    .get_result(conn)
+    .await
+}
+
+/// Remembers that `email` signed in from `address` at `now`.
+///
+/// # Errors
+/// A database error.
+pub async fn remember_address(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+    address: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DieselError> {
+    diesel::insert_into(login_known_addresses::table)
+        .values((
+            login_known_addresses::email.eq(email),
+            login_known_addresses::address.eq(address),
+            login_known_addresses::last_login.eq(now),
+        ))
+        .on_conflict((login_known_addresses::email, login_known_addresses::address))
+        .do_update()
+        .set(login_known_addresses::last_login.eq(now))
         .execute(conn)
         .await
         .map(drop)
+}
+
+/// Deletes budgets untouched since `full_before` (full again, as a missing
+/// row is) and addresses not signed in from since `known_since`.
+///
+/// # Errors
+/// A database error.
+pub async fn sweep_login_state(
+    conn: &mut AsyncPgConnection,
+    full_before: DateTime<Utc>,
+    known_since: DateTime<Utc>,
+) -> Result<(), DieselError> {
+    diesel::delete(login_budgets::table.filter(login_budgets::refreshed_at.lt(full_before)))
+        .execute(conn)
+        .await?;
+    diesel::delete(
+        login_known_addresses::table.filter(login_known_addresses::last_login.lt(known_since)),
+    )
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// A stored signing key (private half sealed).
@@ -848,54 +972,139 @@ mod tests {
         assert_eq!(outcome, Rotation::Invalid);
     }
 
+    fn draw(key: &str, scope: BudgetScope, burst: f64) -> Draw {
+        Draw {
+            key: key.to_owned(),
+            scope,
+            budget: GuessBudget {
+                burst,
+                refill: std::time::Duration::from_secs(60),
+            },
+        }
+    }
+
     #[tokio::test]
-    async fn failures_lock_after_the_free_ones_doubling_and_reset_after_the_window() {
+    async fn a_guess_is_drawn_from_every_budget_or_from_none_and_comes_back_on_success() {
         let (_database, mut conn) = database().await;
-        let key = "email:ana@x.io".to_owned();
-        let window = chrono::Duration::minutes(15);
         // PostgreSQL keeps microseconds; so does this instant.
         let start = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).expect("now");
-        for _ in 0..5 {
-            record_failure(&mut conn, &key, start, 5, window, window)
-                .await
-                .expect("failure");
+        let pair = draw("pair:ana@x.io 10.0.0.1", BudgetScope::Pair, 2.0);
+        let address = draw("address:10.0.0.1", BudgetScope::Address, 3.0);
+        let both = [pair.clone(), address.clone()];
+        for _ in 0..2 {
+            assert_eq!(
+                draw_guess(&mut conn, &both, start).await.expect("drawn"),
+                Drawn::Taken
+            );
         }
         assert_eq!(
-            locked_until(&mut conn, std::slice::from_ref(&key), start)
-                .await
-                .expect("query"),
-            None,
-            "five failures are free"
+            draw_guess(&mut conn, &both, start).await.expect("drawn"),
+            Drawn::Refused {
+                scope: BudgetScope::Pair,
+                wait: std::time::Duration::from_secs(60)
+            }
         );
-        record_failure(&mut conn, &key, start, 5, window, window)
-            .await
-            .expect("sixth");
-        let first = locked_until(&mut conn, std::slice::from_ref(&key), start)
-            .await
-            .expect("query")
-            .expect("locked");
-        assert_eq!((first - start).num_seconds(), 1);
-        record_failure(&mut conn, &key, start, 5, window, window)
-            .await
-            .expect("seventh");
-        let second = locked_until(&mut conn, std::slice::from_ref(&key), start)
-            .await
-            .expect("query")
-            .expect("locked");
-        assert_eq!((second - start).num_seconds(), 2, "the lock doubles");
-
-        let much_later = start + window + chrono::Duration::minutes(1);
-        record_failure(&mut conn, &key, much_later, 5, window, window)
-            .await
-            .expect("fresh");
+        // The refused draw took nothing from the address: one guess is left.
+        let other_pair = draw("pair:bo@x.io 10.0.0.1", BudgetScope::Pair, 2.0);
+        let elsewhere = [other_pair.clone(), address.clone()];
         assert_eq!(
-            locked_until(&mut conn, std::slice::from_ref(&key), much_later)
+            draw_guess(&mut conn, &elsewhere, start)
                 .await
-                .expect("query"),
-            None,
-            "old failures are forgotten"
+                .expect("drawn"),
+            Drawn::Taken
         );
-        clear_failures(&mut conn, &key).await.expect("cleared");
+        assert!(matches!(
+            draw_guess(&mut conn, &elsewhere, start)
+                .await
+                .expect("drawn"),
+            Drawn::Refused {
+                scope: BudgetScope::Address,
+                ..
+            }
+        ));
+        // A success gives its guess back; a minute earns one more.
+        return_guess(&mut conn, &elsewhere).await.expect("returned");
+        assert_eq!(
+            draw_guess(&mut conn, &elsewhere, start)
+                .await
+                .expect("drawn"),
+            Drawn::Taken
+        );
+        let later = start + chrono::Duration::seconds(60);
+        assert_eq!(
+            draw_guess(&mut conn, &both, later).await.expect("drawn"),
+            Drawn::Taken
+        );
+
+        // Swept once full again; a missing row is a full budget.
+        sweep_login_state(&mut conn, later + chrono::Duration::seconds(1), later)
+            .await
+            .expect("swept");
+        let left: i64 = login_budgets::table
+            .count()
+            .get_result(&mut conn)
+            .await
+            .expect("count");
+        assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn concurrent_draws_take_no_more_guesses_than_the_budget_holds() {
+        let (database, _conn) = database().await;
+        let now = Utc::now();
+        let budget = [draw("pair:ana@x.io 10.0.0.1", BudgetScope::Pair, 5.0)];
+        let mut draws = tokio::task::JoinSet::new();
+        for _ in 0..24 {
+            let url = database.url().expose().to_owned();
+            let budget = budget.clone();
+            draws.spawn(async move {
+                let mut conn = db::connect_once(&url).await.expect("connect");
+                draw_guess(&mut conn, &budget, now).await.expect("drawn")
+            });
+        }
+        let taken = draws
+            .join_all()
+            .await
+            .into_iter()
+            .filter(|drawn| *drawn == Drawn::Taken)
+            .count();
+        assert_eq!(taken, 5);
+    }
+
+    #[tokio::test]
+    async fn an_address_is_known_after_a_sign_in_until_it_is_swept() {
+        let (_database, mut conn) = database().await;
+        let now = Utc::now();
+        let month_ago = now - chrono::Duration::days(30);
+        assert!(
+            !is_known_address(&mut conn, "ana@x.io", "10.0.0.1", month_ago)
+                .await
+                .expect("read")
+        );
+        remember_address(&mut conn, "ana@x.io", "10.0.0.1", now)
+            .await
+            .expect("remembered");
+        remember_address(&mut conn, "ana@x.io", "10.0.0.1", now)
+            .await
+            .expect("again");
+        assert!(
+            is_known_address(&mut conn, "ana@x.io", "10.0.0.1", month_ago)
+                .await
+                .expect("read")
+        );
+        assert!(
+            !is_known_address(&mut conn, "ana@x.io", "10.0.0.2", month_ago)
+                .await
+                .expect("read")
+        );
+        sweep_login_state(&mut conn, now, now + chrono::Duration::seconds(1))
+            .await
+            .expect("swept");
+        assert!(
+            !is_known_address(&mut conn, "ana@x.io", "10.0.0.1", month_ago)
+                .await
+                .expect("read")
+        );
     }
 
     #[tokio::test]

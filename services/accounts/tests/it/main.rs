@@ -502,34 +502,28 @@ async fn the_first_admin_is_made_once_and_signs_in_and_keys_rotate() {
     assert_eq!(jwks.keys.len(), 2, "both keys are published");
 }
 
-/// The throttle row of `key`: (failures, whether it is locked now).
-async fn throttle(database: &TestDatabase, key: &str) -> Option<(i32, bool)> {
+/// The guesses left in the login budget stored under `key`, if it has a row.
+async fn budget(database: &TestDatabase, key: &str) -> Option<f64> {
     use diesel::{
         QueryableByName,
-        sql_types::{Bool, Integer, Text},
+        sql_types::{Double, Text},
     };
     use diesel_async::RunQueryDsl;
 
     #[derive(QueryableByName)]
     struct Row {
-        #[diesel(sql_type = Integer)]
-        failures: i32,
-        #[diesel(sql_type = Bool)]
-        locked: bool,
+        #[diesel(sql_type = Double)]
+        tokens: f64,
     }
     let mut conn = safra::data::db::connect_once(database.url().expose())
         .await
         .expect("connect");
-    let rows: Vec<Row> = diesel::sql_query(
-        "SELECT failures, coalesce(locked_until > now(), false) AS locked FROM login_throttles WHERE key = $1",
-    )
-    .bind::<Text, _>(key)
-    .load(&mut conn)
-    .await
-    .expect("query");
-    rows.into_iter()
-        .next()
-        .map(|row| (row.failures, row.locked))
+    let rows: Vec<Row> = diesel::sql_query("SELECT tokens FROM login_budgets WHERE key = $1")
+        .bind::<Text, _>(key)
+        .load(&mut conn)
+        .await
+        .expect("query");
+    rows.into_iter().next().map(|row| row.tokens)
 }
 
 fn wrong_login(email: &str) -> LoginRequest {
@@ -539,65 +533,187 @@ fn wrong_login(email: &str) -> LoginRequest {
     }
 }
 
+/// `login` as the gateway sends it for a client at `address`.
+fn login_from(address: &str, email: &str, password: &str) -> Request<LoginRequest> {
+    let mut request = Request::new(LoginRequest {
+        email: email.into(),
+        password: password.into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", address.parse().expect("ascii"));
+    request
+}
+
+/// The seconds a refusal asks the caller to wait.
+fn retry_seconds(status: &Status) -> i64 {
+    status::details(status)
+        .retry_info
+        .and_then(|info| info.retry_delay)
+        .expect("RetryInfo")
+        .seconds
+}
+
+/// `safra_accounts_logins_throttled` for `budget`, as /metrics would say it.
+fn throttled_metric(accounts: &Accounts, budget: &str) -> u64 {
+    let mut registry = prometheus_client::registry::Registry::default();
+    accounts.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    let series = format!("safra_accounts_logins_throttled_total{{budget=\"{budget}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .map_or(0, |value| value.trim().parse().expect("a count"))
+}
+
 #[tokio::test]
-async fn failed_logins_are_counted_and_a_locked_account_waits_even_with_the_right_password() {
+async fn a_hundred_guesses_at_once_from_one_address_reach_the_password_check_five_times_and_none_fails()
+ {
     let mut running = spawn_accounts().await;
     running
         .client
         .register(register("ana@x.io", Role::Investor))
         .await
         .expect("registered");
-    for attempt in 1..=5 {
-        let status = running
-            .client
-            .login(wrong_login("ana@x.io"))
-            .await
-            .expect_err("wrong");
-        assert_eq!(reason(&status), "INVALID_CREDENTIALS", "attempt {attempt}");
+    let mut guesses = tokio::task::JoinSet::new();
+    for guess in 0..100 {
+        let mut client = running.client.clone();
+        // The real password is one of them, as the attack report had it.
+        let password = if guess == 50 {
+            "correct horse battery"
+        } else {
+            "not the password"
+        };
+        guesses.spawn(async move {
+            client
+                .login(login_from("203.0.113.7", "ana@x.io", password))
+                .await
+                .map(drop)
+        });
     }
-    assert_eq!(
-        throttle(&running.database, "email:ana@x.io").await,
-        Some((5, false)),
-        "five are free"
+    let (mut failed, mut signed_in, mut throttled) = (0, 0, 0);
+    for outcome in guesses.join_all().await {
+        match outcome {
+            Ok(()) => signed_in += 1,
+            Err(status) => match (status.code(), reason(&status).as_str()) {
+                (Code::Unauthenticated, "INVALID_CREDENTIALS") => failed += 1,
+                (Code::ResourceExhausted, "LOGIN_THROTTLED") => {
+                    assert!((1..=60).contains(&retry_seconds(&status)), "{status:?}");
+                    throttled += 1;
+                }
+                _ => panic!("neither a wrong password nor a throttle: {status:?}"),
+            },
+        }
+    }
+    // Five guesses from a full budget; a sign-in gives its guess back, so
+    // one more may follow it.
+    assert!(
+        failed <= 5,
+        "{failed} wrong guesses reached the password check"
     );
-    running
-        .client
-        .login(wrong_login("ana@x.io"))
-        .await
-        .expect_err("sixth");
-    let (failures, locked) = throttle(&running.database, "email:ana@x.io")
-        .await
-        .expect("row");
-    assert_eq!(failures, 6);
-    assert!(locked, "the sixth failure locks the account");
+    assert!(failed + signed_in <= 6, "{failed} + {signed_in}");
+    assert_eq!(failed + signed_in + throttled, 100);
+    assert_eq!(
+        throttled_metric(&running.accounts, "pair"),
+        throttled as u64
+    );
 
-    // Lock it for an hour, so the check below cannot race the clock.
-    let mut conn = safra::data::db::connect_once(running.database.url().expose())
-        .await
-        .expect("connect");
-    diesel_async::SimpleAsyncConnection::batch_execute(
-        &mut conn,
-        "UPDATE login_throttles SET locked_until = now() + interval '1 hour' WHERE key = 'email:ana@x.io'",
-    )
-    .await
-    .expect("extend the lock");
+    // The spent budget holds for the right password too, from that address.
     let status = running
         .client
-        .login(LoginRequest {
-            email: "ana@x.io".into(),
-            password: "correct horse battery".into(),
-        })
+        .login(login_from(
+            "203.0.113.7",
+            "ana@x.io",
+            "correct horse battery",
+        ))
         .await
-        .expect_err("locked");
+        .expect_err("spent");
     assert_eq!(
         (status.code(), reason(&status).as_str()),
         (Code::ResourceExhausted, "LOGIN_THROTTLED")
     );
-    let retry = status::details(&status)
-        .retry_info
-        .and_then(|info| info.retry_delay)
-        .expect("RetryInfo");
-    assert!(retry.seconds > 3000, "{retry:?}");
+    // Not from another address: the pair's budget is that address's alone.
+    running
+        .client
+        .login(login_from(
+            "192.0.2.1",
+            " Ana@X.io ",
+            "correct horse battery",
+        ))
+        .await
+        .expect("another address signs in");
+}
+
+#[tokio::test]
+async fn guesses_from_many_addresses_slow_the_account_but_never_lock_its_owner_out() {
+    let mut running = spawn_accounts().await;
+    running
+        .client
+        .register(register("ana@x.io", Role::Investor))
+        .await
+        .expect("registered");
+    running
+        .client
+        .login(login_from("192.0.2.1", "ana@x.io", "correct horse battery"))
+        .await
+        .expect("the owner signs in, so 192.0.2.1 is known");
+
+    // One guess from each of twelve addresses, under the e-mail's spellings
+    // that find the same account.
+    let (mut failed, mut throttled) = (0, 0);
+    for host in 1..=12 {
+        let email = if host % 2 == 0 {
+            "ANA@x.io"
+        } else {
+            " ana@x.io"
+        };
+        let status = running
+            .client
+            .login(login_from(
+                &format!("198.51.100.{host}"),
+                email,
+                "wrong wrong wrong",
+            ))
+            .await
+            .expect_err("wrong");
+        match (status.code(), reason(&status).as_str()) {
+            (Code::Unauthenticated, "INVALID_CREDENTIALS") => failed += 1,
+            (Code::ResourceExhausted, "LOGIN_THROTTLED") => {
+                assert!((1..=10).contains(&retry_seconds(&status)), "{status:?}");
+                throttled += 1;
+            }
+            _ => panic!("{status:?}"),
+        }
+    }
+    // Ten at once, then one per 10 s (a slow machine may earn one back).
+    assert!(
+        (10..=11).contains(&failed),
+        "{failed} reached the password check"
+    );
+    assert_eq!(failed + throttled, 12);
+    assert_eq!(
+        throttled_metric(&running.accounts, "account"),
+        throttled as u64
+    );
+
+    // The owner, from the address they signed in from, is not slowed.
+    running
+        .client
+        .login(login_from("192.0.2.1", "ana@x.io", "correct horse battery"))
+        .await
+        .expect("the owner is never locked out of a known address");
+    // From a new address they wait as a guesser does, seconds, not minutes.
+    let status = running
+        .client
+        .login(login_from(
+            "198.51.100.99",
+            "ana@x.io",
+            "correct horse battery",
+        ))
+        .await
+        .expect_err("slowed");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(retry_seconds(&status) <= 10, "{status:?}");
 }
 
 #[tokio::test]
@@ -610,8 +726,8 @@ async fn the_client_address_comes_from_x_forwarded_for_only_when_the_gateway_sen
     );
     running.client.login(forwarded).await.expect_err("wrong");
     assert_eq!(
-        throttle(&running.database, "addr:203.0.113.7").await,
-        Some((1, false))
+        budget(&running.database, "address:203.0.113.7").await,
+        Some(29.0)
     );
 
     // The same header from another service is not believed.
@@ -629,10 +745,13 @@ async fn the_client_address_comes_from_x_forwarded_for_only_when_the_gateway_sen
         .login(request)
         .await
         .expect_err("wrong");
-    assert_eq!(throttle(&running.database, "addr:198.51.100.9").await, None);
     assert_eq!(
-        throttle(&running.database, "addr:127.0.0.1").await,
-        Some((1, false))
+        budget(&running.database, "address:198.51.100.9").await,
+        None
+    );
+    assert_eq!(
+        budget(&running.database, "address:127.0.0.1").await,
+        Some(29.0)
     );
 }
 
