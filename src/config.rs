@@ -7,7 +7,9 @@
 //! before exiting. Secrets may also be given as `<NAME>_FILE` (a path whose
 //! contents are the value), and they print as `***`.
 
-use std::{collections::HashMap, fmt, fs, net::SocketAddr, path::PathBuf, str::FromStr};
+use std::{
+    collections::HashMap, fmt, fs, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration,
+};
 
 use crate::{
     identity::tls::TlsPaths,
@@ -549,6 +551,178 @@ pub struct GatewayConfig {
     /// `SAFRA_RATE_LIMIT_RPS`: requests per second each client address may
     /// make, with bursts of twice as many (default 200; 0 turns it off).
     pub rate_limit_rps: u32,
+    /// `SAFRA_GATEWAY_ADMIN_ADDR`: `/metrics` (default `127.0.0.1:9000`).
+    pub admin_addr: SocketAddr,
+    /// The public port's defences against slow, idle and many clients.
+    pub edge_limits: EdgeLimits,
+}
+
+/// How the gateway's public port bounds its clients. Each field is read
+/// from the variable named in its comment; times in whole seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeLimits {
+    /// `SAFRA_GATEWAY_HEADER_READ_TIMEOUT_SECS`: a request's headers must
+    /// arrive within this long of its first byte (default 10).
+    pub header_read_timeout: Duration,
+    /// `SAFRA_GATEWAY_IDLE_TIMEOUT_SECS`: a connection with no request in
+    /// flight is closed after this long (default 60).
+    pub idle_timeout: Duration,
+    /// `SAFRA_GATEWAY_KEEPALIVE_SECS`: HTTP/2 connections are pinged this
+    /// often and closed when a ping is not answered within as long
+    /// (default 30).
+    pub keepalive: Duration,
+    /// `SAFRA_GATEWAY_BODY_TIMEOUT_SECS`: a request body must arrive within
+    /// this long (default 10).
+    pub body_timeout: Duration,
+    /// `SAFRA_GATEWAY_MAX_CONNECTIONS`: open connections in all (default
+    /// 10000); past it, new ones are closed at once.
+    pub max_connections: usize,
+    /// `SAFRA_GATEWAY_MAX_CONNECTIONS_PER_CLIENT`: open connections from one
+    /// client address (default 256).
+    pub max_connections_per_client: usize,
+    /// `SAFRA_GATEWAY_BODY_BUDGET_MIB`: request bodies being read at once, in
+    /// MiB (default 64).
+    pub body_budget_bytes: usize,
+    /// `SAFRA_GATEWAY_BODY_BUDGET_PER_CLIENT_MIB`: of those, from one client
+    /// address (default 8).
+    pub body_budget_per_client_bytes: usize,
+    /// `SAFRA_TRUSTED_PROXIES`: addresses or CIDR blocks of the proxies in
+    /// front of the gateway (comma-separated; default none). Only a request
+    /// from one of them has its client taken from `X-Forwarded-For`.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            keepalive: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_connections_per_client: 256,
+            body_budget_bytes: 64 << 20,
+            body_budget_per_client_bytes: 8 << 20,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl EdgeLimits {
+    fn read(reader: Reader<'_>) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let secs = |name: &str, default: Duration| -> Result<Duration, ConfigError> {
+            let value: u64 =
+                reader.parse_or(name, default.as_secs(), "a whole number of seconds")?;
+            if value == 0 {
+                return Err(ConfigError {
+                    variable: name.into(),
+                    problem: "must be at least 1 second".into(),
+                });
+            }
+            Ok(Duration::from_secs(value))
+        };
+        let count = |name: &str, default: usize| -> Result<usize, ConfigError> {
+            let value: usize = reader.parse_or(name, default, "a whole number")?;
+            if value == 0 {
+                return Err(ConfigError {
+                    variable: name.into(),
+                    problem: "must be at least 1".into(),
+                });
+            }
+            Ok(value)
+        };
+        Ok(Self {
+            header_read_timeout: secs(
+                "SAFRA_GATEWAY_HEADER_READ_TIMEOUT_SECS",
+                defaults.header_read_timeout,
+            )?,
+            idle_timeout: secs("SAFRA_GATEWAY_IDLE_TIMEOUT_SECS", defaults.idle_timeout)?,
+            keepalive: secs("SAFRA_GATEWAY_KEEPALIVE_SECS", defaults.keepalive)?,
+            body_timeout: secs("SAFRA_GATEWAY_BODY_TIMEOUT_SECS", defaults.body_timeout)?,
+            max_connections: count("SAFRA_GATEWAY_MAX_CONNECTIONS", defaults.max_connections)?,
+            max_connections_per_client: count(
+                "SAFRA_GATEWAY_MAX_CONNECTIONS_PER_CLIENT",
+                defaults.max_connections_per_client,
+            )?,
+            body_budget_bytes: count("SAFRA_GATEWAY_BODY_BUDGET_MIB", 64)? << 20,
+            body_budget_per_client_bytes: count("SAFRA_GATEWAY_BODY_BUDGET_PER_CLIENT_MIB", 8)?
+                << 20,
+            trusted_proxies: trusted_proxies(reader)?,
+        })
+    }
+}
+
+/// An IP network: an address and how many leading bits of it matter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    address: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `address` is in this network.
+    #[must_use]
+    pub fn contains(&self, address: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            IpAddr::V4(_) => address,
+        };
+        match (self.address, address) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = ();
+
+    fn from_str(value: &str) -> Result<Self, ()> {
+        let (address, prefix) = match value.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (value, None),
+        };
+        let address: std::net::IpAddr = address.parse().map_err(drop)?;
+        let most = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(prefix) => prefix.parse::<u8>().map_err(drop)?,
+            None => most,
+        };
+        if prefix > most {
+            return Err(());
+        }
+        Ok(Self { address, prefix })
+    }
+}
+
+/// `SAFRA_TRUSTED_PROXIES`: comma-separated addresses or CIDR blocks.
+fn trusted_proxies(reader: Reader<'_>) -> Result<Vec<IpNet>, ConfigError> {
+    const VARIABLE: &str = "SAFRA_TRUSTED_PROXIES";
+    reader
+        .string_or(VARIABLE, "")?
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry.parse().map_err(|()| ConfigError {
+                variable: VARIABLE.into(),
+                problem: format!("'{entry}' is not an address or a CIDR block like 10.0.0.0/8"),
+            })
+        })
+        .collect()
 }
 
 impl GatewayConfig {
@@ -571,6 +745,11 @@ impl GatewayConfig {
             jwt_issuer: reader.string_or("SAFRA_JWT_ISSUER", DEFAULT_ISSUER)?,
             cors_origins: origins(reader)?,
             rate_limit_rps: reader.parse_or("SAFRA_RATE_LIMIT_RPS", 200_u32, "a whole number")?,
+            admin_addr: reader.socket_addr_or(
+                "SAFRA_GATEWAY_ADMIN_ADDR",
+                mesh::default_gateway_admin_addr(),
+            )?,
+            edge_limits: EdgeLimits::read(reader)?,
         })
     }
 }

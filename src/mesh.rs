@@ -148,6 +148,12 @@ pub fn default_gateway_addr() -> SocketAddr {
     loopback(8080)
 }
 
+/// The gateway's default admin address: `/metrics`, off the public port.
+#[must_use]
+pub fn default_gateway_admin_addr() -> SocketAddr {
+    loopback(9000)
+}
+
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }

@@ -70,12 +70,7 @@ pub async fn serve(dir: &Path, addr: SocketAddr, echo: SocketAddr) -> anyhow::Re
         },
     )?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    safra_gateway::serve_router(
-        listener,
-        safra_gateway::router(Arc::new(edge)),
-        std::future::pending(),
-    )
-    .await?;
+    safra_gateway::serve_router(listener, Arc::new(edge), std::future::pending()).await?;
     Ok(())
 }
 

@@ -5,8 +5,8 @@
 //! service database, makes the development certificates when they are
 //! missing, then starts every service and the gateway as child
 //! processes of this same binary (`safra serve <name>`), each logging to
-//! `$SAFRA_HOME/logs/<name>.log`. Once the gateway's `/readyz` answers 200 it
-//! prints `safra is up: <url>`. Ctrl-C or SIGTERM stop everything, draining
+//! `$SAFRA_HOME/logs/<name>.log`. Once every service's own admin `/readyz`
+//! and the gateway's `/healthz` answer 200 it prints `safra is up: <url>`. Ctrl-C or SIGTERM stop everything, draining
 //! in-flight calls; a child that dies stops the mesh with its last log line.
 
 use std::{
@@ -39,6 +39,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 struct Layout {
     home: PathBuf,
     gateway: SocketAddr,
+    gateway_admin: SocketAddr,
     services: Vec<(Service, SocketAddr, SocketAddr)>,
     database_prefix: String,
     admin_email: String,
@@ -65,6 +66,10 @@ impl Layout {
         Ok(Self {
             home: safra::config::home(reader)?,
             gateway: reader.socket_addr_or("SAFRA_GATEWAY_ADDR", mesh::default_gateway_addr())?,
+            gateway_admin: reader.socket_addr_or(
+                "SAFRA_GATEWAY_ADMIN_ADDR",
+                mesh::default_gateway_admin_addr(),
+            )?,
             services,
             database_prefix: reader.string_or("SAFRA_DB_PREFIX", "safra")?,
             admin_email: reader.string_or("SAFRA_ADMIN_EMAIL", "admin@safra.local")?,
@@ -311,6 +316,7 @@ async fn start_children(
         .args(["serve", "gateway"])
         .env("SAFRA_HOME", &layout.home)
         .env("SAFRA_LISTEN_ADDR", layout.gateway.to_string())
+        .env("SAFRA_GATEWAY_ADMIN_ADDR", layout.gateway_admin.to_string())
         .env_remove("DATABASE_URL");
     for (service, listen, _) in &layout.services {
         gateway.env(
@@ -347,14 +353,34 @@ fn spawn(name: &'static str, mut command: Command, logs: &Path) -> anyhow::Resul
 async fn supervise(layout: &Layout, running: &mut [Running]) -> anyhow::Result<()> {
     let url = format!("http://{}", layout.gateway);
     let deadline = Instant::now() + READY_TIMEOUT;
+    // Each service's own admin /readyz (its database, its bus), then the
+    // gateway answering: no probe goes through the gateway to the services.
+    let mut waiting: Vec<(&str, SocketAddr, &str)> = layout
+        .services
+        .iter()
+        .map(|(service, _, admin)| (service.name(), *admin, "/readyz"))
+        .collect();
+    waiting.push(("gateway", layout.gateway, "/healthz"));
     loop {
         check_children(running)?;
-        if readyz_status(layout.gateway).await == Some(200) {
+        let mut still = Vec::new();
+        for (name, addr, path) in waiting {
+            if http_status(addr, path).await != Some(200) {
+                still.push((name, addr, path));
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() {
             break;
         }
         if Instant::now() > deadline {
+            let names: Vec<String> = waiting
+                .iter()
+                .map(|(name, addr, path)| format!("{name} (http://{addr}{path})"))
+                .collect();
             bail!(
-                "the mesh was not ready within {READY_TIMEOUT:?}; see {url}/readyz and the logs in {}",
+                "the mesh was not ready within {READY_TIMEOUT:?}: not ready: {}; see the logs in {}",
+                names.join(", "),
                 layout.home.join("logs").display()
             );
         }
@@ -417,12 +443,12 @@ async fn stop_children(running: &mut Vec<Running>) {
     }
 }
 
-/// The HTTP status of `GET /readyz`, if the gateway answers at all. A plain
+/// The HTTP status of `GET <path>` at `addr`, if anything answers. A plain
 /// HTTP/1.1 exchange keeps an HTTP client library out of the binary.
-async fn readyz_status(addr: SocketAddr) -> Option<u16> {
+async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.ok()?;
-        let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut head = [0_u8; 32];
         let read = stream.read(&mut head).await.ok()?;

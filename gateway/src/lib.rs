@@ -18,6 +18,7 @@
 
 mod codec;
 mod console;
+mod docs;
 pub mod errors;
 mod jobs;
 mod listener;
@@ -55,8 +56,12 @@ use safra::{
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use listener::{ClientAddr, EdgeListener};
+use listener::{ClientAddr, ConnectionMetrics};
 pub use readiness::{Readiness, UpstreamState};
+use safra::{
+    config::{EdgeLimits, IpNet},
+    transport::server::BodyBudget,
+};
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +98,9 @@ pub struct EdgeSettings {
     pub cors_origins: Vec<String>,
     /// The build, for `safra_build_info` on `/metrics`.
     pub version: String,
+    /// Bounds on connections, bodies and their timing, and the proxies
+    /// whose `X-Forwarded-For` is believed.
+    pub limits: EdgeLimits,
 }
 
 impl Default for EdgeSettings {
@@ -103,6 +111,7 @@ impl Default for EdgeSettings {
             rate_limit_rps: 200,
             cors_origins: Vec::new(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            limits: EdgeLimits::default(),
         }
     }
 }
@@ -124,8 +133,15 @@ pub struct Edge {
     openapi: bytes::Bytes,
     /// Server reflection (v1, v1alpha) over the exposed services.
     reflection: proxy::Reflection,
-    /// Calls by RPC and status, whatever the protocol, for `/metrics`.
+    /// Calls by RPC and status, whatever the protocol, with every
+    /// defence's figures, for the admin port's `/metrics`.
     metrics: Arc<safra::observability::metrics::Metrics>,
+    /// Request bodies being read, in all and per client.
+    body_budget: Arc<BodyBudget>,
+    /// The public port's connection figures.
+    connections: ConnectionMetrics,
+    /// What `/readyz` answers, refreshed in the background.
+    readiness: Readiness,
 }
 
 impl Edge {
@@ -159,22 +175,48 @@ impl Edge {
             .filter(|(_, policy)| !policy.is_internal())
             .map(|(path, _)| path.to_owned())
             .collect();
-        let metrics = Arc::new(safra::observability::metrics::Metrics::new(
-            "gateway",
-            &settings.version,
-            exposed,
-        ));
+        let mut metrics =
+            safra::observability::metrics::Metrics::new("gateway", &settings.version, exposed);
+        let limiter = ratelimit::RateLimiter::new(settings.rate_limit_rps);
+        let connections = ConnectionMetrics::default();
+        let registry = metrics.registry_mut();
+        registry.register(
+            "safra_gateway_rate_limited",
+            "Requests refused by the rate limit, by the budget spent (address or user)",
+            limiter.refused.clone(),
+        );
+        connections.register(registry);
+        let body_budget = BodyBudget::new(
+            settings.limits.body_budget_bytes,
+            settings.limits.body_budget_per_client_bytes,
+        );
         Ok(Self {
             status_pool,
             gate,
             routes,
             upstreams,
-            limiter: ratelimit::RateLimiter::new(settings.rate_limit_rps),
+            limiter,
             settings,
             openapi,
             reflection,
-            metrics,
+            metrics: Arc::new(metrics),
+            body_budget,
+            connections,
+            readiness: Readiness::default(),
         })
+    }
+
+    /// The edge whose `/readyz` reports `readiness`.
+    #[must_use]
+    pub fn with_readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    /// Everything `/metrics` shows, in Prometheus text format.
+    #[must_use]
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render()
     }
 
     /// The channel to the service of `grpc_path` (`/<service>/<method>`).
@@ -190,58 +232,44 @@ impl Edge {
     }
 }
 
-/// The router of the edge: fixed paths first, then every other request by
-/// content type to gRPC, grpc-web or REST.
+/// The router of the edge: every request first passes the per-address
+/// rate limit; then fixed paths, then every other request by content type
+/// to gRPC, grpc-web or REST.
 pub fn router(edge: Arc<Edge>) -> Router {
     let grpc = proxy::grpc_stack(edge.clone());
     let openapi = edge.openapi.clone();
     let cors = cors_layer(&edge.settings.cors_origins);
-    let metrics = edge.metrics.clone();
+    let readiness = edge.readiness.clone();
+    let fallback_edge = edge.clone();
     Router::new()
         .route(
             "/openapi.json",
             get(move || {
-                let openapi = openapi.clone();
-                async move {
-                    let mut response = json_response(http::StatusCode::OK, openapi.to_vec());
-                    response
-                        .headers_mut()
-                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                    response
-                }
+                // The shared bytes, never a copy: a client that reads slowly
+                // holds no memory of its own.
+                let mut response = Response::new(Body::from(openapi.clone()));
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                std::future::ready(response)
             }),
         )
         .route("/docs", get(docs))
+        .route("/healthz", get(readiness::healthz))
         .route(
-            "/metrics",
-            get(move || {
-                let text = metrics.render();
-                async move {
-                    let mut response = Response::new(Body::from(text));
-                    response.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                    );
-                    response
-                }
-            }),
+            "/readyz",
+            get(move || std::future::ready(readiness.report())),
         )
         .route("/", get(console::index))
         .route("/console/{file}", get(console::file))
         .fallback(move |request: Request| {
-            let edge = edge.clone();
+            let edge = fallback_edge.clone();
             let grpc = grpc.clone();
             async move {
-                let grpc_call = proxy::is_grpc(request.headers());
-                if let Err(status) = edge.limiter.admit(client_ip(&request)) {
-                    let parts = drain(request, edge.settings.max_body_bytes).await;
-                    return if grpc_call {
-                        proxy::refuse(&status, &parts.headers)
-                    } else {
-                        errors::status_response(&edge.status_pool, &status)
-                    };
-                }
-                if grpc_call {
+                if proxy::is_grpc(request.headers()) {
                     proxy::serve(&edge, grpc, request).await
                 } else {
                     rest::serve(&edge, request).await
@@ -249,7 +277,95 @@ pub fn router(edge: Arc<Edge>) -> Router {
             }
         })
         .layer(cors)
+        .layer(axum::middleware::from_fn_with_state(edge, admit_client))
         .layer(axum::middleware::from_fn(traced))
+}
+
+/// Who the client is (the connection's peer, or the address a trusted
+/// proxy forwarded), taken before anything else: the per-address rate
+/// limit, then the request body charged to the client's share of the body
+/// budget.
+async fn admit_client(
+    axum::extract::State(edge): axum::extract::State<Arc<Edge>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let client = client_of(&request, &edge.settings.limits.trusted_proxies);
+    if let Some(client) = client {
+        request.extensions_mut().insert(ClientIp(client));
+    }
+    if let Err(status) = edge.limiter.admit(client) {
+        let grpc_call = proxy::is_grpc(request.headers());
+        let parts = drain(request, &edge.settings).await;
+        return if grpc_call {
+            proxy::refuse(&status, &parts.headers)
+        } else {
+            errors::status_response(&edge.status_pool, &status)
+        };
+    }
+    let budget = edge.body_budget.clone();
+    let request = request.map(|body| Body::new(budget.wrap(client, body)));
+    with_security_headers(next.run(request).await)
+}
+
+/// The client a request came from, as the edge sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientIp(pub(crate) std::net::IpAddr);
+
+/// The client of `request`: its connection's peer, unless the peer is one
+/// of `trusted` proxies; then the nearest address in `X-Forwarded-For` that
+/// is not itself a trusted proxy (what the proxies appended, right to left;
+/// anything further left the client could have written).
+fn client_of(request: &Request, trusted: &[IpNet]) -> Option<std::net::IpAddr> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<ClientAddr>>()
+        .map(|ConnectInfo(ClientAddr(addr))| addr.ip())?;
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let mut nearest = peer;
+    for value in request.headers().get_all("x-forwarded-for").iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return Some(nearest);
+        };
+        for hop in text.rsplit(',') {
+            match hop.trim().parse::<std::net::IpAddr>() {
+                Ok(ip) if is_trusted(ip) => nearest = ip,
+                Ok(ip) => return Some(ip),
+                Err(_) => return Some(nearest),
+            }
+        }
+    }
+    Some(nearest)
+}
+
+/// Content-Security-Policy and friends on the edge's own HTML (the console
+/// and `/docs`): scripts and styles only from the edge itself (the docs
+/// page's inline ones by hash), no framing, no content sniffing.
+fn with_security_headers(mut response: Response) -> Response {
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|kind| kind.starts_with("text/html"));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if is_html {
+        if let Ok(policy) = HeaderValue::from_str(&docs::content_security_policy()) {
+            headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+        }
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
+    response
 }
 
 /// CORS for the configured browser origins: preflights answered here, and
@@ -296,7 +412,7 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
 /// A readable reference of the REST API, rendered in the browser from
 /// `/openapi.json` by a page built into the binary (nothing from a CDN).
 async fn docs() -> Response {
-    let mut response = Response::new(Body::from(include_str!("docs.html")));
+    let mut response = Response::new(Body::from(docs::PAGE));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
@@ -323,28 +439,43 @@ async fn traced(request: Request, next: Next) -> Response {
 }
 
 /// Reads and drops what is left of a refused HTTP/1.x request's body (up to
-/// `limit` bytes), so that a client still sending it receives the answer
-/// instead of a reset connection; HTTP/2 streams need no such care.
-async fn drain(request: Request, limit: usize) -> http::request::Parts {
+/// the size limit, within the body timeout), so that a client still
+/// sending it receives the answer instead of a reset connection; HTTP/2
+/// streams need no such care. Nothing read is kept.
+async fn drain(request: Request, settings: &EdgeSettings) -> http::request::Parts {
     use http_body_util::BodyExt as _;
 
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     if parts.version < http::Version::HTTP_2 {
-        drop(http_body_util::Limited::new(body, limit).collect().await);
+        let mut left = settings.max_body_bytes;
+        let discard = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                let Some(data) = frame.data_ref() else {
+                    continue;
+                };
+                match left.checked_sub(data.len()) {
+                    Some(rest) => left = rest,
+                    None => break,
+                }
+            }
+        };
+        tokio::time::timeout(settings.limits.body_timeout, discard)
+            .await
+            .ok();
     }
     parts
 }
 
-/// The peer address of the connection a request came on.
+/// The client's address, as [`admit_client`] found it.
 fn client_ip(request: &Request) -> Option<std::net::IpAddr> {
     request
         .extensions()
-        .get::<ConnectInfo<ClientAddr>>()
-        .map(|ConnectInfo(ClientAddr(addr))| addr.ip())
+        .get::<ClientIp>()
+        .map(|ClientIp(address)| *address)
 }
 
-/// The client's address as the services should see it: the peer of this
-/// connection (a value the client sent is never trusted).
+/// The client's address as the services should see it (`x-forwarded-for`):
+/// the peer of this connection, or the address a trusted proxy gave.
 fn client_address(request: &Request) -> Option<HeaderValue> {
     client_ip(request).and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok())
 }
@@ -422,16 +553,37 @@ pub async fn serve(
         rate_limit_rps: config.rate_limit_rps,
         cors_origins: config.cors_origins.clone(),
         version: version.to_owned(),
+        limits: config.edge_limits.clone(),
         ..EdgeSettings::default()
     };
-    let edge = Arc::new(Edge::new(&pool, verifier, upstreams, settings)?);
-    let readiness = Readiness::from_channels(channels);
-    let app = Router::new()
-        .route("/healthz", get(readiness::healthz))
-        .route("/readyz", get(readiness::readyz))
-        .with_state(readiness)
-        .merge(router(edge));
-    serve_router(listener, app, shutdown).await
+    let readiness = Readiness::watching(channels);
+    let edge = Arc::new(
+        Edge::new(&pool, verifier, upstreams, settings)?.with_readiness(readiness.clone()),
+    );
+    let admin = TcpListener::bind(config.admin_addr).await?;
+    tracing::info!(addr = %config.admin_addr, "gateway admin (/metrics) serving");
+    let metrics_edge = edge.clone();
+    let admin_app = Router::new().route(
+        "/metrics",
+        get(move || std::future::ready(metrics_response(&metrics_edge))),
+    );
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(admin, admin_app).await {
+            tracing::error!(%error, "the gateway's admin port stopped");
+        }
+    });
+    tokio::spawn(readiness.refresh_every(readiness::REFRESH_EVERY));
+    serve_router(listener, edge, shutdown).await
+}
+
+/// `/metrics` of the admin port.
+fn metrics_response(edge: &Edge) -> Response {
+    let mut response = Response::new(Body::from(edge.render_metrics()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
 }
 
 /// Starts the merged jobs monitor on a loopback port, served as the
@@ -463,23 +615,20 @@ async fn serve_jobs(
     })
 }
 
-/// Serves `app` (HTTP/1.1 and h2c) on `listener` until `shutdown`
-/// completes; each connection coalesces its writes and its peer address is
-/// known to the handlers.
+/// Serves `edge` (HTTP/1.1 and h2c) on `listener` until `shutdown`
+/// completes, within the edge's connection bounds and timeouts (see
+/// [`listener`]).
 ///
 /// # Errors
 /// [`GatewayError::Serve`].
 pub async fn serve_router(
     listener: TcpListener,
-    app: Router,
+    edge: Arc<Edge>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    axum::serve(
-        EdgeListener(listener),
-        app.into_make_service_with_connect_info::<ClientAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    let limits = edge.settings.limits.clone();
+    let connections = edge.connections.clone();
+    listener::serve(listener, router(edge), limits, connections, shutdown).await?;
     Ok(())
 }
 

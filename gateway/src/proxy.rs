@@ -95,7 +95,8 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// grpc-web translation, then metrics, the contract stage and the forwarder.
 pub fn grpc_stack(edge: Arc<Edge>) -> GrpcStack {
-    let contract = ContractLayer::with_gate(edge.gate.clone(), edge.settings.max_body_bytes);
+    let contract = ContractLayer::with_gate(edge.gate.clone(), edge.settings.max_body_bytes)
+        .with_body_deadline(edge.settings.limits.body_timeout);
     let metrics = safra::observability::metrics::MetricsLayer::new(edge.metrics.clone());
     let stack =
         tonic_web::GrpcWebLayer::new().layer(metrics.layer(contract.layer(Forward { edge })));
@@ -120,7 +121,7 @@ pub async fn serve(edge: &Edge, stack: GrpcStack, mut request: Request) -> Respo
         .filter(|policy| !policy.is_internal())
     else {
         let status = Status::unimplemented(format!("no public method '{path}'"));
-        let parts = crate::drain(request, edge.settings.max_body_bytes).await;
+        let parts = crate::drain(request, &edge.settings).await;
         return refuse(&status, &parts.headers);
     };
     // Unary calls without a deadline get the edge's default one.
@@ -186,7 +187,16 @@ impl Service<http::Request<Body>> for Forward {
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let channel: Option<MeshChannel> = self.edge.upstream(request.uri().path());
+        // The contract stage verified the token: a signed-in caller spends
+        // their own budget too.
+        let over_budget = request
+            .extensions()
+            .get::<safra::identity::auth::AuthenticatedUser>()
+            .and_then(|user| self.edge.limiter.admit_user(&user.user_id).err());
         Box::pin(async move {
+            if let Some(status) = over_budget {
+                return Ok(status.into_http());
+            }
             let Some(mut channel) = channel else {
                 return Ok(Status::unimplemented("this service is not deployed here").into_http());
             };

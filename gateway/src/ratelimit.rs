@@ -1,12 +1,16 @@
-//! Per-client rate limits at the edge: a token bucket per client address
-//! (`rate` tokens a second, holding at most two seconds' worth), kept in a
-//! few shards so that concurrent requests rarely wait on one lock. A
-//! request over the budget is RESOURCE_EXHAUSTED with a RetryInfo saying
-//! when the next token arrives (HTTP 429 with `Retry-After` at REST).
+//! Per-client rate limits at the edge: a token bucket per client address,
+//! taken before anything else on every route (so a flood of forged tokens
+//! costs no signature checks), and one per signed-in user, taken once the
+//! token is verified (so users behind one address do not share a budget
+//! beyond the address's). Each holds `rate` tokens a second, at most two
+//! seconds' worth, in a few shards so that concurrent requests rarely wait
+//! on one lock. A request over a budget is RESOURCE_EXHAUSTED with a
+//! RetryInfo saying when the next token arrives (HTTP 429 with
+//! `Retry-After` at REST).
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, RandomState},
+    hash::{BuildHasher, Hash, RandomState},
     net::IpAddr,
     sync::Mutex,
     time::{Duration, Instant},
@@ -25,13 +29,31 @@ struct Bucket {
     updated: Instant,
 }
 
-/// The buckets of every client address.
+/// What a bucket belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Client {
+    Address(IpAddr),
+    User(String),
+}
+
+/// The buckets of every client address and signed-in user.
 #[derive(Debug)]
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
     hasher: RandomState,
-    shards: Vec<Mutex<HashMap<IpAddr, Bucket>>>,
+    shards: Vec<Mutex<HashMap<Client, Bucket>>>,
+    /// Requests refused, by `address` or `user`.
+    pub(crate) refused: prometheus_client::metrics::family::Family<
+        RefusedLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+/// Which budget refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub(crate) struct RefusedLabels {
+    pub(crate) budget: &'static str,
 }
 
 impl RateLimiter {
@@ -44,6 +66,7 @@ impl RateLimiter {
             burst: rate * 2.0,
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            refused: prometheus_client::metrics::family::Family::default(),
         }
     }
 
@@ -56,11 +79,29 @@ impl RateLimiter {
         let Some(address) = address.filter(|_| self.rate > 0.0) else {
             return Ok(());
         };
-        self.take(address, Instant::now())
+        self.take(Client::Address(address), Instant::now())
+            .map_err(|status| self.count(status, "address"))
     }
 
-    fn take(&self, address: IpAddr, now: Instant) -> Result<(), Status> {
-        let index = usize::try_from(self.hasher.hash_one(address) % SHARDS as u64).unwrap_or(0);
+    /// Takes a token of the signed-in user `user_id`'s bucket.
+    ///
+    /// # Errors
+    /// RESOURCE_EXHAUSTED when the bucket is empty.
+    pub fn admit_user(&self, user_id: &str) -> Result<(), Status> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        self.take(Client::User(user_id.to_owned()), Instant::now())
+            .map_err(|status| self.count(status, "user"))
+    }
+
+    fn count(&self, status: Status, budget: &'static str) -> Status {
+        self.refused.get_or_create(&RefusedLabels { budget }).inc();
+        status
+    }
+
+    fn take(&self, client: Client, now: Instant) -> Result<(), Status> {
+        let index = usize::try_from(self.hasher.hash_one(&client) % SHARDS as u64).unwrap_or(0);
         let Some(shard) = self.shards.get(index) else {
             return Ok(());
         };
@@ -74,7 +115,7 @@ impl RateLimiter {
                 bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * rate < burst
             });
         }
-        let bucket = buckets.entry(address).or_insert(Bucket {
+        let bucket = buckets.entry(client).or_insert(Bucket {
             tokens: self.burst,
             updated: now,
         });
@@ -88,7 +129,7 @@ impl RateLimiter {
         let wait = Duration::from_secs_f64((1.0 - bucket.tokens) / self.rate);
         Err(status::resource_exhausted(
             ErrorReason::RateLimited,
-            "too many requests from this address; slow down",
+            "too many requests from this client; slow down",
             wait,
         ))
     }
@@ -104,10 +145,13 @@ mod tests {
         let start = Instant::now();
         let one: IpAddr = [10, 0, 0, 1].into();
         let two: IpAddr = [10, 0, 0, 2].into();
+        let (one, two) = (Client::Address(one), Client::Address(two));
         for _ in 0..20 {
-            limiter.take(one, start).expect("within the burst");
+            limiter.take(one.clone(), start).expect("within the burst");
         }
-        let refused = limiter.take(one, start).expect_err("over the burst");
+        let refused = limiter
+            .take(one.clone(), start)
+            .expect_err("over the burst");
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         let delay = status::details(&refused)
             .retry_info
@@ -117,9 +161,12 @@ mod tests {
         limiter
             .take(two, start)
             .expect("another address has its own bucket");
+        limiter
+            .take(Client::User("ana".into()), start)
+            .expect("a user has a bucket of their own");
         // A tenth of a second later one more token has arrived.
         limiter
-            .take(one, start + Duration::from_millis(100))
+            .take(one.clone(), start + Duration::from_millis(100))
             .expect("refilled");
         assert!(
             limiter

@@ -11,20 +11,24 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
 use prost_reflect::DynamicMessage;
 use safra::{
-    contract::gate::authorize, contract::status, observability::metrics::Observed,
-    options::v1::CacheVisibility, r#type::v1::ErrorReason,
+    contract::gate::authorize,
+    contract::status::{self, Violation},
+    observability::metrics::Observed,
+    options::v1::CacheVisibility,
+    transport::server::budget_exceeded,
+    r#type::v1::ErrorReason,
 };
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Status, codegen::http::uri::PathAndQuery};
 
 use crate::{
-    Edge, client_address,
+    Edge, EdgeSettings, client_address,
     codec::DynamicCodec,
     drain,
     errors::{self, bad_request},
     json_response,
     routes::{Route, Routed},
-    transcode::{self, RequestParts},
+    transcode::{self, DuplicateField, RequestError, RequestParts},
 };
 
 /// Serves one REST request.
@@ -33,11 +37,11 @@ pub async fn serve(edge: &Edge, request: Request) -> Response {
     let (route, variables) = match edge.routes.find(request.method(), &path) {
         Routed::Found(route, variables) => (route, variables),
         Routed::WrongMethod(allowed) => {
-            drain(request, edge.settings.max_body_bytes).await;
+            drain(request, &edge.settings).await;
             return errors::wrong_method(&edge.status_pool, &allowed);
         }
         Routed::NotFound => {
-            drain(request, edge.settings.max_body_bytes).await;
+            drain(request, &edge.settings).await;
             return errors::not_found(&edge.status_pool, &path);
         }
     };
@@ -75,11 +79,21 @@ async fn call(
     request: Request,
 ) -> Result<Answer, Status> {
     let address = client_address(&request);
+    // Who may call is known from the headers: a refused call costs no body
+    // (an HTTP/1.1 client still sending one has it read and dropped).
+    if let Err(status) = authenticate(edge, route, request.headers()).await {
+        drain(request, &edge.settings).await;
+        return Err(status);
+    }
     let (parts, body) = request.into_parts();
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
     let body = if route.binding.body.is_empty() {
         Bytes::new()
     } else {
-        read_body(&parts.headers, body, edge.settings.max_body_bytes).await?
+        read_body(&parts.headers, body, &edge.settings).await?
     };
     let message = transcode::request_message(
         &route.policy.input,
@@ -90,20 +104,15 @@ async fn call(
             query: parts.uri.query(),
         },
     )
-    .map_err(|problem| bad_request(problem.0))?;
-
-    // The gate, as the service will apply it: nothing invalid goes further.
-    let authorization = match parts.headers.get(header::AUTHORIZATION) {
-        Some(value) => Some(value.to_str().map_err(|_| {
-            status::unauthenticated(
-                ErrorReason::TokenInvalid,
-                "the authorization header is not text",
-            )
-        })?),
-        None => None,
-    };
-    let user = edge.gate.authenticate(authorization).await?;
-    authorize(&route.policy.authorization, user.as_ref(), None)?;
+    .map_err(|problem| match problem {
+        RequestError::Duplicate(DuplicateField(field)) => status::invalid_argument(&[Violation {
+            field,
+            description: "is given more than once".into(),
+            reason: "DUPLICATE",
+        }]),
+        RequestError::Invalid(problem) => bad_request(problem.0),
+    })?;
+    // The field rules, as the service will apply them: nothing invalid goes further.
     edge.gate.validate(&message)?;
 
     let channel = edge
@@ -159,8 +168,34 @@ async fn call(
     Ok(Answer::Unary(response))
 }
 
-/// The JSON body, bounded; only JSON (or no declared type) is accepted.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Status> {
+/// The caller, from the bearer token, if the route's method lets them call;
+/// a signed-in caller then spends their own rate-limit budget.
+async fn authenticate(edge: &Edge, route: &Route, headers: &HeaderMap) -> Result<(), Status> {
+    let authorization = match headers.get(header::AUTHORIZATION) {
+        Some(value) => Some(value.to_str().map_err(|_| {
+            status::unauthenticated(
+                ErrorReason::TokenInvalid,
+                "the authorization header is not text",
+            )
+        })?),
+        None => None,
+    };
+    let user = edge.gate.authenticate(authorization).await?;
+    authorize(&route.policy.authorization, user.as_ref(), None)?;
+    match user {
+        Some(user) => edge.limiter.admit_user(&user.user_id),
+        None => Ok(()),
+    }
+}
+
+/// The JSON body, bounded in size and time and by the body budget; only
+/// JSON (or no declared type) is accepted.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    settings: &EdgeSettings,
+) -> Result<Bytes, Status> {
+    let limit = settings.max_body_bytes;
     if let Some(kind) = headers.get(header::CONTENT_TYPE) {
         let kind = kind.to_str().unwrap_or_default();
         let essence = kind.split(';').next().unwrap_or_default().trim();
@@ -173,20 +208,33 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
             ));
         }
     }
-    Limited::new(body, limit)
-        .collect()
+    let deadline = settings.limits.body_timeout;
+    tokio::time::timeout(deadline, Limited::new(body, limit).collect())
         .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "the body did not arrive within {} s",
+                deadline.as_secs()
+            ))
+        })?
         .map(http_body_util::Collected::to_bytes)
         .map_err(|error| {
             if error.is::<http_body_util::LengthLimitError>() {
-                status::with_reason(
+                return status::with_reason(
                     Code::ResourceExhausted,
                     ErrorReason::RequestTooLarge,
                     format!("the body is larger than {limit} bytes"),
                     Vec::new(),
-                )
-            } else {
-                Status::cancelled("the body could not be read")
+                );
+            }
+            match budget_exceeded(&*error) {
+                Some(exceeded) => status::with_reason(
+                    Code::ResourceExhausted,
+                    ErrorReason::RateLimited,
+                    exceeded.to_string(),
+                    Vec::new(),
+                ),
+                None => Status::cancelled("the body could not be read"),
             }
         })
 }

@@ -21,6 +21,24 @@ fn error(message: impl Into<String>) -> TranscodeError {
     TranscodeError(message.into())
 }
 
+/// Where a JSON body names one field twice: `amount` twice, or `amountMinor`
+/// beside `amount_minor`. Refused rather than letting the last one win, so
+/// that what a proxy or a log read is what the service acts on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is given more than once")]
+pub struct DuplicateField(pub String);
+
+/// Why a request's parts do not make its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// A field named twice in the body (its path, proto names).
+    #[error(transparent)]
+    Duplicate(#[from] DuplicateField),
+    /// Anything else.
+    #[error(transparent)]
+    Invalid(#[from] TranscodeError),
+}
+
 /// How the request's parts fill its message.
 #[derive(Debug)]
 pub struct RequestParts<'a> {
@@ -41,16 +59,24 @@ pub struct RequestParts<'a> {
 pub fn request_message(
     input: &MessageDescriptor,
     parts: &RequestParts<'_>,
-) -> Result<DynamicMessage, TranscodeError> {
+) -> Result<DynamicMessage, RequestError> {
     let mut message = match parts.body_field {
         "" => DynamicMessage::new(input.clone()),
-        "*" => from_json(input, body_json(parts.body)?)?,
+        "*" => {
+            let json = body_json(parts.body)?;
+            once_each(input, &json, "")?;
+            from_json(input, json)?
+        }
         field => {
             let descriptor = input
                 .get_field_by_name(field)
                 .ok_or_else(|| error(format!("the binding's body field '{field}' is unknown")))?;
+            let json = body_json(parts.body)?;
+            if let Kind::Message(nested) = descriptor.kind() {
+                once_each(&nested, &json, descriptor.name())?;
+            }
             let mut wrapper = Map::new();
-            wrapper.insert(descriptor.name().to_owned(), body_json(parts.body)?);
+            wrapper.insert(descriptor.name().to_owned(), json);
             from_json(input, Value::Object(wrapper))?
         }
     };
@@ -65,7 +91,8 @@ pub fn request_message(
         if parts.body_field == "*" {
             return Err(error(
                 "this method takes every field from the body; query parameters are not accepted",
-            ));
+            )
+            .into());
         }
         for (name, value) in query_pairs(query)? {
             let top = name.split('.').next().unwrap_or_default();
@@ -74,16 +101,14 @@ pub fn request_message(
                 .as_ref()
                 .is_some_and(|field| field.name() == parts.body_field)
             {
-                return Err(error(format!(
-                    "query parameter '{name}' names the body field"
-                )));
+                return Err(error(format!("query parameter '{name}' names the body field")).into());
             }
             if parts.path.iter().any(|(path, _)| {
                 path == &name || field.as_ref().is_some_and(|field| path == field.name())
             }) {
-                return Err(error(format!(
-                    "query parameter '{name}' names a path variable"
-                )));
+                return Err(
+                    error(format!("query parameter '{name}' names a path variable")).into(),
+                );
             }
             insert(input, &mut bound, &name, &value, true)
                 .map_err(|problem| error(format!("query parameter '{name}': {problem}")))?;
@@ -98,12 +123,159 @@ pub fn request_message(
     Ok(message)
 }
 
-fn body_json(body: &[u8]) -> Result<Value, TranscodeError> {
+fn body_json(body: &[u8]) -> Result<Value, RequestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Map::new()));
     }
-    serde_json::from_slice(body)
-        .map_err(|problem| error(format!("the body is not valid JSON: {problem}")))
+    let repeated = std::cell::RefCell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed = serde::de::DeserializeSeed::deserialize(
+        UniqueKeys {
+            path: String::new(),
+            repeated: &repeated,
+        },
+        &mut deserializer,
+    )
+    .and_then(|value| deserializer.end().map(|()| value));
+    match (parsed, repeated.into_inner()) {
+        (_, Some(path)) => Err(DuplicateField(path).into()),
+        (Ok(value), None) => Ok(value),
+        (Err(problem), None) => Err(error(format!("the body is not valid JSON: {problem}")).into()),
+    }
+}
+
+/// JSON into a [`Value`], refusing an object that repeats a key (serde_json
+/// keeps the last); the path of the first repeated key lands in `repeated`.
+struct UniqueKeys<'a> {
+    path: String,
+    repeated: &'a std::cell::RefCell<Option<String>>,
+}
+
+impl UniqueKeys<'_> {
+    fn at(&self, step: &str) -> Self {
+        Self {
+            path: if self.path.is_empty() {
+                step.to_owned()
+            } else {
+                format!("{}.{step}", self.path)
+            },
+            repeated: self.repeated,
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        let mut values = Vec::new();
+        while let Some(value) = items.next_element_seed(self.at(&format!("[{}]", values.len())))? {
+            values.push(value);
+        }
+        Ok(Value::Array(values))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = entries.next_key::<String>()? {
+            let seed = self.at(&key);
+            if object.contains_key(&key) {
+                let path = seed.path;
+                *self.repeated.borrow_mut() = Some(path.clone());
+                return Err(serde::de::Error::custom(format!(
+                    "'{path}' is given more than once"
+                )));
+            }
+            let value = entries.next_value_seed(seed)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// Refuses an object of `message` that names a field by both its proto and
+/// its JSON name, at any depth the descriptors describe (well-known types,
+/// whose JSON is not an object of fields, are left to their parser).
+fn once_each(message: &MessageDescriptor, json: &Value, path: &str) -> Result<(), DuplicateField> {
+    let Value::Object(object) = json else {
+        return Ok(());
+    };
+    if message.full_name().starts_with("google.protobuf.") {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (key, value) in object {
+        let Some(field) = find_field(message, key) else {
+            continue;
+        };
+        let field_path = if path.is_empty() {
+            field.name().to_owned()
+        } else {
+            format!("{path}.{}", field.name())
+        };
+        if !seen.insert(field.number()) {
+            return Err(DuplicateField(field_path));
+        }
+        let Kind::Message(nested) = field.kind() else {
+            continue;
+        };
+        match value {
+            Value::Array(items) if field.is_list() => {
+                for (index, item) in items.iter().enumerate() {
+                    once_each(&nested, item, &format!("{field_path}[{index}]"))?;
+                }
+            }
+            Value::Object(entries) if field.is_map() => {
+                if let Some(value_field) = nested.map_entry_value_field().kind().as_message() {
+                    for (entry, item) in entries {
+                        once_each(value_field, item, &format!("{field_path}.{entry}"))?;
+                    }
+                }
+            }
+            _ => once_each(&nested, value, &field_path)?,
+        }
+    }
+    Ok(())
 }
 
 fn from_json(input: &MessageDescriptor, json: Value) -> Result<DynamicMessage, TranscodeError> {
@@ -306,13 +478,31 @@ mod tests {
         request_message(&register(), &parts("*", proto_names, &[], None)).expect("proto names");
         let unknown = request_message(&register(), &parts("*", br#"{"nope":1}"#, &[], None))
             .expect_err("unknown field");
-        assert!(unknown.0.contains("nope"), "{unknown}");
+        assert!(unknown.to_string().contains("nope"), "{unknown}");
         let malformed =
             request_message(&register(), &parts("*", b"{", &[], None)).expect_err("malformed");
-        assert!(malformed.0.contains("not valid JSON"), "{malformed}");
+        assert!(
+            malformed.to_string().contains("not valid JSON"),
+            "{malformed}"
+        );
+        for twice in [
+            &br#"{"email":"a@b.co","email":"c@d.co"}"#[..],
+            br#"{"displayName":"Ana","display_name":"Bo"}"#,
+        ] {
+            let refused = request_message(&register(), &parts("*", twice, &[], None));
+            let expected = if twice.starts_with(br#"{"email""#) {
+                "email"
+            } else {
+                "display_name"
+            };
+            assert_eq!(
+                refused.expect_err("named twice"),
+                RequestError::Duplicate(DuplicateField(expected.to_owned()))
+            );
+        }
         let typed = request_message(&register(), &parts("*", br#"{"role":true}"#, &[], None))
             .expect_err("wrong type");
-        assert!(!typed.0.is_empty());
+        assert!(!typed.to_string().is_empty());
     }
 
     #[test]
@@ -339,12 +529,12 @@ mod tests {
         );
         let unknown = request_message(&list_users(), &parts("", b"", &[], Some("colour=red")))
             .expect_err("unknown");
-        assert!(unknown.0.contains("colour"), "{unknown}");
+        assert!(unknown.to_string().contains("colour"), "{unknown}");
         let wrong = request_message(&list_users(), &parts("", b"", &[], Some("pageSize=many")))
             .expect_err("not a number");
-        assert!(!wrong.0.is_empty());
+        assert!(!wrong.to_string().is_empty());
         let body_method = request_message(&register(), &parts("*", b"{}", &[], Some("email=x")))
             .expect_err("body takes all");
-        assert!(body_method.0.contains("query"), "{body_method}");
+        assert!(body_method.to_string().contains("query"), "{body_method}");
     }
 }

@@ -26,12 +26,13 @@ use tonic::Code;
 
 use crate::runtime::{Mesh, reason, spawn_mesh, with_token};
 
-struct Gateway {
-    addr: SocketAddr,
-    mesh: Mesh,
+pub(crate) struct Gateway {
+    pub(crate) addr: SocketAddr,
+    pub(crate) mesh: Mesh,
+    pub(crate) edge: Arc<Edge>,
 }
 
-const BODY_LIMIT: usize = 16 * 1024;
+pub(crate) const BODY_LIMIT: usize = 16 * 1024;
 
 async fn spawn_gateway() -> Gateway {
     spawn_gateway_with(EdgeSettings {
@@ -44,7 +45,7 @@ async fn spawn_gateway() -> Gateway {
     .await
 }
 
-async fn spawn_gateway_with(settings: EdgeSettings) -> Gateway {
+pub(crate) async fn spawn_gateway_with(settings: EdgeSettings) -> Gateway {
     let mesh = spawn_mesh(Limits::default()).await;
     let channel = safra::transport::client::mesh_channel(
         &mesh.pki.tls("gateway"),
@@ -67,22 +68,23 @@ async fn spawn_gateway_with(settings: EdgeSettings) -> Gateway {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let edge = Arc::new(edge);
     tokio::spawn(safra_gateway::serve_router(
         listener,
-        safra_gateway::router(Arc::new(edge)),
+        edge.clone(),
         std::future::pending(),
     ));
-    Gateway { addr, mesh }
+    Gateway { addr, mesh, edge }
 }
 
-struct Answer {
-    status: StatusCode,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|error| {
             panic!(
                 "not JSON ({error}): {}",
@@ -101,7 +103,7 @@ impl Answer {
 
 impl Gateway {
     /// One HTTP/1.1 request on its own connection.
-    async fn http(
+    pub(crate) async fn http(
         &self,
         method: &str,
         path: &str,
@@ -134,7 +136,7 @@ impl Gateway {
         }
     }
 
-    async fn get(&self, path: &str) -> Answer {
+    pub(crate) async fn get(&self, path: &str) -> Answer {
         self.http("GET", path, &[], b"").await
     }
 
@@ -516,7 +518,7 @@ async fn native_grpc_is_proxied_with_the_same_gate_and_internal_methods_hidden()
 }
 
 /// A grpc-web frame: flag, length, payload.
-fn frame(flag: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(flag: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = BytesMut::new();
     out.put_u8(flag);
     out.put_u32(u32::try_from(payload.len()).expect("small"));
@@ -987,9 +989,9 @@ async fn metrics_count_calls_by_rpc_and_status_whatever_the_protocol() {
         .await;
     gateway.get("/v1/echo:stream?count=2").await;
 
-    let metrics = gateway.get("/metrics").await;
-    assert_eq!(metrics.status, StatusCode::OK);
-    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    // The public port does not show them: they are the admin port's.
+    assert_eq!(gateway.get("/metrics").await.status, StatusCode::NOT_FOUND);
+    let text = gateway.edge.render_metrics();
     for expected in [
         r#"safra_grpc_requests_total{method="/safra.transcode.v1.TranscodeService/GetShelf",code="OK"} 2"#,
         r#"safra_grpc_requests_total{method="/safra.echo.v1.EchoService/Echo",code="OK"} 1"#,

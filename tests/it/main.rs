@@ -3,6 +3,7 @@
 //! PostgreSQL, the per-test database harness, and the tidy rules of
 //! docs/ARCHITECTURE.md, and mutual TLS between mesh processes.
 
+mod abuse;
 mod bus;
 mod client;
 mod contracts;

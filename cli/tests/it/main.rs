@@ -49,6 +49,8 @@ fn up_command(home: &Path) -> (Command, SocketAddr, Vec<(SocketAddr, SocketAddr)
         .env_remove("DATABASE_URL");
     let gateway = SocketAddr::from(([127, 0, 0, 1], free_port()));
     command.env("SAFRA_GATEWAY_ADDR", gateway.to_string());
+    let gateway_admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    command.env("SAFRA_GATEWAY_ADMIN_ADDR", gateway_admin.to_string());
     let mut services = Vec::new();
     for service in Service::ALL {
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -364,7 +366,15 @@ fn up_serves_the_mesh_and_stops_cleanly_on_sigterm() {
     let (home, prefix, command, gateway, services) = up_on_the_test_server();
     let mut up = Up::start(command, gateway, services);
 
-    let (status, body) = http_get(up.gateway, "/readyz");
+    // The gateway's readiness comes from a background round every 2 s.
+    let asked = Instant::now();
+    let (status, body) = loop {
+        let (status, body) = http_get(up.gateway, "/readyz");
+        if status == 200 || asked.elapsed() > Duration::from_secs(10) {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(status, 200, "{body}");
     for service in Service::ALL {
         assert!(

@@ -14,7 +14,6 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
-use diesel_async::AsyncPgConnection;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
@@ -366,8 +365,8 @@ impl Accounts {
         address: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<store::Draw>, AccountsError> {
+        self.sweep_now_and_then(now).await;
         let mut conn = self.db.connection().await?;
-        self.sweep_now_and_then(&mut conn, now).await;
         let known_since = now - chrono::Duration::days(KNOWN_ADDRESS_DAYS);
         let known = store::is_known_address(&mut conn, account, address, known_since).await?;
         let mut draws = vec![
@@ -405,7 +404,7 @@ impl Accounts {
 
     /// Deletes full budgets and stale known addresses, once a minute per
     /// replica at most; a failure only waits for the next sweep.
-    async fn sweep_now_and_then(&self, conn: &mut AsyncPgConnection, now: DateTime<Utc>) {
+    async fn sweep_now_and_then(&self, now: DateTime<Utc>) {
         let last = AtomicI64::load(&self.throttle.last_sweep, Ordering::Relaxed);
         if now.timestamp() - last < LOGIN_SWEEP_SECS
             || self
@@ -423,8 +422,14 @@ impl Accounts {
             .unwrap_or_default();
         let full_before = now - chrono::Duration::from_std(full_after).unwrap_or_default();
         let known_since = now - chrono::Duration::days(KNOWN_ADDRESS_DAYS);
-        if let Err(error) = store::sweep_login_state(conn, full_before, known_since).await {
-            tracing::warn!(%error, "sweeping login budgets failed; the next sign-in retries");
+        let swept = match self.db.connection().await {
+            Ok(mut conn) => store::sweep_login_state(&mut conn, full_before, known_since)
+                .await
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = swept {
+            tracing::warn!(%error, "sweeping login budgets failed; a later sign-in retries");
         }
     }
 

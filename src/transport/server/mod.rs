@@ -6,6 +6,7 @@
 //! task of its own so that a caller who leaves does not cut it short.
 //! Shutdown turns health NOT_SERVING and drains in-flight calls.
 
+mod budget;
 mod complete;
 mod contract;
 mod trace;
@@ -24,7 +25,8 @@ use tonic::{
 use tonic_health::ServingStatus;
 
 pub use self::{
-    contract::{ContractLayer, ContractService},
+    budget::{BodyBudget, BudgetExceeded, BudgetedBody, budget_exceeded},
+    contract::{BODY_READ_DEADLINE, ContractLayer, ContractService},
     trace::{TraceLayer, TraceService},
 };
 use crate::{
