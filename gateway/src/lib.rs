@@ -443,25 +443,14 @@ async fn traced(request: Request, next: Next) -> Response {
 /// sending it receives the answer instead of a reset connection; HTTP/2
 /// streams need no such care. Nothing read is kept.
 async fn drain(request: Request, settings: &EdgeSettings) -> http::request::Parts {
-    use http_body_util::BodyExt as _;
-
-    let (parts, mut body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     if parts.version < http::Version::HTTP_2 {
-        let mut left = settings.max_body_bytes;
-        let discard = async {
-            while let Some(Ok(frame)) = body.frame().await {
-                let Some(data) = frame.data_ref() else {
-                    continue;
-                };
-                match left.checked_sub(data.len()) {
-                    Some(rest) => left = rest,
-                    None => break,
-                }
-            }
-        };
-        tokio::time::timeout(settings.limits.body_timeout, discard)
-            .await
-            .ok();
+        safra::transport::server::discard(
+            body,
+            settings.max_body_bytes,
+            settings.limits.body_timeout,
+        )
+        .await;
     }
     parts
 }

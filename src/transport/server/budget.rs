@@ -21,6 +21,29 @@ use http_body::{Body, Frame, SizeHint};
 #[error("too many request bodies are being read {0}; try again shortly")]
 pub struct BudgetExceeded(pub &'static str);
 
+/// Reads what a client still sends of a refused request's body and drops
+/// each chunk as it comes, up to `limit` bytes and for at most `deadline`:
+/// an HTTP/1.1 client still writing sees the answer instead of a reset
+/// connection, and nothing it sent is kept.
+pub async fn discard<B: Body + Unpin>(mut body: B, limit: usize, deadline: std::time::Duration) {
+    use http_body_util::BodyExt as _;
+
+    let mut left = limit;
+    let drained = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            match left.checked_sub(bytes::Buf::remaining(data)) {
+                Some(rest) => left = rest,
+                None => break,
+            }
+        }
+    };
+    // Past the deadline the connection may close: the answer was sent.
+    tokio::time::timeout(deadline, drained).await.ok();
+}
+
 /// The budget refusal somewhere in `error`'s chain of causes (a body error
 /// may come wrapped by the layers it passed).
 #[must_use]

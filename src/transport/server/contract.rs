@@ -174,7 +174,7 @@ impl ContractState {
             Ok(request) => request.into_parts(),
             Err(status) => {
                 if version < http::Version::HTTP_2 {
-                    self.discard(body).await;
+                    super::discard(body, self.max_message_size, self.body_deadline).await;
                 }
                 return Err(status);
             }
@@ -232,25 +232,6 @@ impl ContractState {
                     None => Status::cancelled("the request body could not be read"),
                 }
             })
-    }
-
-    /// Reads what the client still sends of a refused request and drops
-    /// each chunk as it comes, up to the size limit and the deadline.
-    async fn discard(&self, mut body: Body) {
-        let mut left = self.max_message_size;
-        let drained = async {
-            while let Some(Ok(frame)) = body.frame().await {
-                let Some(data) = frame.data_ref() else {
-                    continue;
-                };
-                match left.checked_sub(data.len()) {
-                    Some(rest) => left = rest,
-                    None => break,
-                }
-            }
-        };
-        // Past the deadline the connection may close: the answer was sent.
-        tokio::time::timeout(self.body_deadline, drained).await.ok();
     }
 
     fn too_large(&self) -> Status {

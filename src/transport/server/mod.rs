@@ -25,7 +25,7 @@ use tonic::{
 use tonic_health::ServingStatus;
 
 pub use self::{
-    budget::{BodyBudget, BudgetExceeded, BudgetedBody, budget_exceeded},
+    budget::{BodyBudget, BudgetExceeded, BudgetedBody, budget_exceeded, discard},
     contract::{BODY_READ_DEADLINE, ContractLayer, ContractService},
     trace::{TraceLayer, TraceService},
 };
