@@ -102,7 +102,13 @@ async fn closed_by_peer(stream: &mut tokio::net::TcpStream) -> bool {
 
 #[tokio::test]
 async fn abuse_a_body_without_a_token_is_refused_before_it_is_read() {
-    let gateway = spawn_gateway_with(settings(EdgeLimits::default())).await;
+    // A body deadline far past the wait below: an answer within it can only
+    // come from refusing before the body is read.
+    let gateway = spawn_gateway_with(settings(EdgeLimits {
+        body_timeout: Duration::from_secs(600),
+        ..EdgeLimits::default()
+    }))
+    .await;
     let mut sender = h2c::<NeverEnds>(&gateway).await;
 
     // REST: an admin-only route, a body that never ends, no token.
