@@ -171,14 +171,33 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                         "a whole number of seconds",
                     )?;
                     let hub = safra_notifications::api::Hub::listen(database.clone());
+                    let defaults = safra_notifications::api::StreamLimits::default();
+                    let per_user = reader.parse_or(
+                        "SAFRA_NOTIFICATIONS_STREAMS_PER_USER",
+                        defaults.per_user,
+                        "a whole number",
+                    )?;
+                    let lifetime = reader.parse_or(
+                        "SAFRA_NOTIFICATIONS_STREAM_LIFETIME_SECS",
+                        defaults.lifetime.as_secs(),
+                        "a whole number of seconds",
+                    )?;
                     let notifications = safra_notifications::api::Notifications::new(
                         database,
                         hub,
                         Duration::from_secs(heartbeat.max(1)),
                         stopped.clone(),
+                    )
+                    .with_stream_limits(
+                        safra_notifications::api::StreamLimits {
+                            per_user: per_user.max(1),
+                            lifetime: Duration::from_secs(lifetime.max(1)),
+                        },
                     );
                     subscribers = notifications.subscribers(retries);
+                    let metrics = notifications.clone();
                     MeshServer::new(service, tls, verifier)?
+                        .with_metrics(move |registry| metrics.register_metrics(registry))
                         .add_service(NotificationsServiceServer::new(notifications))
                 }
             };

@@ -296,3 +296,56 @@ async fn the_balancer_counts_a_call_until_its_body_ends_or_is_dropped() {
     assert!(slow.await.is_err(), "cancelled");
     in_flight_becomes(&channel, 0).await;
 }
+
+#[tokio::test]
+async fn many_long_calls_open_more_connections_and_never_hold_up_another_call() {
+    use safra::testing::echo::v1::SlowRequest;
+
+    let mesh = spawn_mesh(Limits::default()).await;
+    let channel = safra::transport::client::mesh_channel(
+        &mesh.pki.tls("gateway"),
+        "wallet",
+        &mesh.echo.to_string(),
+    )
+    .expect("channel");
+    let client =
+        safra::testing::echo::v1::echo_service_client::EchoServiceClient::new(channel.clone());
+    assert_eq!(channel.connections(), 1);
+
+    // Another caller's long call, under way before the flood and after it.
+    let mut victim = client.clone();
+    let victim = tokio::spawn(async move { victim.slow(SlowRequest { delay_ms: 3_000 }).await });
+    in_flight_becomes(&channel, 1).await;
+
+    // More long calls than a server admits on one connection (256): on one
+    // connection the rest, and any other call, would wait for them.
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let mut client = client.clone();
+        slow.spawn(async move { client.slow(SlowRequest { delay_ms: 60_000 }).await });
+    }
+    in_flight_becomes(&channel, 301).await;
+    assert!(
+        channel.connections() >= 3,
+        "{} connections for 300 calls",
+        channel.connections()
+    );
+    let mut request = Request::new(hello());
+    request.set_timeout(Duration::from_secs(20));
+    client
+        .clone()
+        .echo(request)
+        .await
+        .expect("another call goes through beside them");
+
+    // The flood dropped at once (300 streams reset) ends no other call.
+    slow.abort_all();
+    while slow.join_next().await.is_some() {}
+    victim
+        .await
+        .expect("joined")
+        .expect("the other caller's call ends well");
+    // With the load gone, the extra connections close.
+    in_flight_becomes(&channel, 0).await;
+    assert_eq!(channel.connections(), 1);
+}

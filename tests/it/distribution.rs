@@ -30,7 +30,7 @@ use safra::{
     wallet::v1::PayInstallmentRequest,
 };
 use safra_distribution::api::Distributions;
-use safra_notifications::api::{Hub, Notifications};
+use safra_notifications::api::{Hub, Notifications, StreamLimits};
 use safra_test_support::TestDatabase;
 use tonic::Code;
 
@@ -58,6 +58,10 @@ struct EventMesh {
 }
 
 async fn spawn_event_mesh(on_broker: bool) -> EventMesh {
+    spawn_event_mesh_with(on_broker, StreamLimits::default()).await
+}
+
+async fn spawn_event_mesh_with(on_broker: bool, limits: StreamLimits) -> EventMesh {
     let money = spawn_money_mesh().await;
     let bus_db = TestDatabase::migrated("bus", &safra::bus::MIGRATIONS)
         .await
@@ -118,7 +122,8 @@ async fn spawn_event_mesh(on_broker: bool) -> EventMesh {
         Hub::listen(notifications_pool),
         Duration::from_millis(300),
         stopped,
-    );
+    )
+    .with_stream_limits(limits);
     for subscriber in notifications.subscribers(Retries::default()) {
         tokio::spawn(subscriber.run(bus.clone(), std::future::pending()));
     }
@@ -512,6 +517,55 @@ async fn a_payment_reaches_every_holder_once_and_the_last_settles(mesh: &EventMe
     );
     assert_eq!(books.negative_users, 0);
     assert_eq!(books.cached_mismatches, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_holds_a_bounded_number_of_streams_each_ending_cleanly_after_its_lifetime() {
+    let mesh = spawn_event_mesh_with(
+        false,
+        StreamLimits {
+            per_user: 2,
+            lifetime: Duration::from_secs(3),
+        },
+    )
+    .await;
+    let ana = mesh.money.user("investor");
+    let bo = mesh.money.user("investor");
+    let mut first = mesh.stream(&ana, "").await;
+    let _second = mesh.stream(&ana, "").await;
+    let refused = mesh
+        .notifications
+        .clone()
+        .stream_notifications(ana.call(StreamNotificationsRequest::default()))
+        .await
+        .expect_err("a third is one too many");
+    assert_eq!(
+        (refused.code(), reason(&refused).as_str()),
+        (Code::ResourceExhausted, "TOO_MANY_STREAMS")
+    );
+    // Another user is not held back by ana's streams.
+    let _bo = mesh.stream(&bo, "").await;
+    // At the end of its lifetime a stream ends with OK (no error), for the
+    // client to resume; its slot is free again.
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match first.message().await {
+                Ok(Some(_)) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within its lifetime and a margin");
+    assert!(matches!(ended, Ok(None)), "ended cleanly: {ended:?}");
+    eventually("the slot is free again", || async {
+        mesh.notifications
+            .clone()
+            .stream_notifications(ana.call(StreamNotificationsRequest::default()))
+            .await
+            .is_ok()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

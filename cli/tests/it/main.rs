@@ -361,20 +361,26 @@ fn up_on_the_test_server() -> (
     (home, prefix, command, gateway, services)
 }
 
+/// The gateway's `/readyz` once it says ready, or its last answer after
+/// 10 s: its readiness comes from a background round every 2 s, which may
+/// not have run when `safra up` prints its ready line.
+fn gateway_readyz(gateway: SocketAddr) -> (u16, String) {
+    let asked = Instant::now();
+    loop {
+        let (status, body) = http_get(gateway, "/readyz");
+        if status == 200 || asked.elapsed() > Duration::from_secs(10) {
+            return (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn up_serves_the_mesh_and_stops_cleanly_on_sigterm() {
     let (home, prefix, command, gateway, services) = up_on_the_test_server();
     let mut up = Up::start(command, gateway, services);
 
-    // The gateway's readiness comes from a background round every 2 s.
-    let asked = Instant::now();
-    let (status, body) = loop {
-        let (status, body) = http_get(up.gateway, "/readyz");
-        if status == 200 || asked.elapsed() > Duration::from_secs(10) {
-            break (status, body);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (status, body) = gateway_readyz(up.gateway);
     assert_eq!(status, 200, "{body}");
     for service in Service::ALL {
         assert!(
@@ -857,7 +863,7 @@ fn up_without_database_url_runs_a_private_cluster_kept_between_runs() {
             home.join("pg/data/PG_VERSION").exists(),
             "run {run}: cluster in SAFRA_HOME/pg"
         );
-        assert_eq!(http_get(up.gateway, "/readyz").0, 200, "run {run}");
+        assert_eq!(gateway_readyz(up.gateway).0, 200, "run {run}");
         up.signal("-TERM");
         assert!(
             up.wait(Duration::from_secs(60)).success(),

@@ -9,7 +9,17 @@
 //! commit order), so a lost wake-up delays nothing but a heartbeat, and a
 //! resume after an id misses nothing.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
 
 use safra::{
     bus::{
@@ -146,6 +156,86 @@ pub struct Notifications {
     hub: Hub,
     heartbeat: Duration,
     stop: watch::Receiver<bool>,
+    streams: Arc<Streams>,
+}
+
+/// How many notification streams one user may hold open on one replica,
+/// and how long a stream lasts before it ends (cleanly, with OK) for the
+/// client to resume after its last id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Streams open at once per user, on this replica.
+    pub per_user: usize,
+    /// The longest a stream stays open.
+    pub lifetime: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            per_user: 8,
+            lifetime: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// The streams open on this replica, per user, and their figures.
+#[derive(Debug, Default)]
+struct Streams {
+    limits: StreamLimits,
+    open: Mutex<HashMap<Uuid, usize>>,
+    open_gauge: Gauge,
+    refused: Counter,
+}
+
+/// One user's stream counted open until dropped.
+struct StreamSlot {
+    streams: Arc<Streams>,
+    user: Uuid,
+}
+
+impl Streams {
+    /// A slot for one more of `user`'s streams, or RESOURCE_EXHAUSTED.
+    fn open(self: &Arc<Self>, user: Uuid) -> Result<StreamSlot, Status> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mine = open.entry(user).or_insert(0);
+        if *mine >= self.limits.per_user {
+            self.refused.inc();
+            let limit = self.limits.per_user;
+            return Err(status::with_metadata(
+                Code::ResourceExhausted,
+                ErrorReason::TooManyStreams,
+                format!(
+                    "a user may hold {limit} notification streams open at once; close one first"
+                ),
+                &[("limit", limit.to_string())],
+                Vec::new(),
+            ));
+        }
+        *mine += 1;
+        self.open_gauge.inc();
+        Ok(StreamSlot {
+            streams: self.clone(),
+            user,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .streams
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(mine) = open.get_mut(&self.user) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                open.remove(&self.user);
+            }
+        }
+        self.streams.open_gauge.dec();
+    }
 }
 
 impl Notifications {
@@ -159,7 +249,33 @@ impl Notifications {
             hub,
             heartbeat,
             stop,
+            streams: Arc::default(),
         }
+    }
+
+    /// The service with `limits` on each user's streams (8 at once, 30
+    /// minutes each, unless set).
+    #[must_use]
+    pub fn with_stream_limits(mut self, limits: StreamLimits) -> Self {
+        self.streams = Arc::new(Streams {
+            limits,
+            ..Streams::default()
+        });
+        self
+    }
+
+    /// Adds the streams' figures to those the service's `/metrics` serves.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "safra_notifications_streams_open",
+            "Notification streams open on this replica",
+            self.streams.open_gauge.clone(),
+        );
+        registry.register(
+            "safra_notifications_streams_refused",
+            "Notification streams refused because their user held as many as one may",
+            self.streams.refused.clone(),
+        );
     }
 
     /// The subscribers this service runs on the bus.
@@ -261,6 +377,7 @@ impl NotificationsService for Notifications {
         request: Request<StreamNotificationsRequest>,
     ) -> Result<Response<Self::StreamNotificationsStream>, Status> {
         let user = caller(&request)?;
+        let slot = self.streams.open(user)?;
         // Listen before reading, so nothing stored meanwhile is missed.
         let woken = self.hub.subscribe();
         let start = {
@@ -285,7 +402,9 @@ impl NotificationsService for Notifications {
                 user,
                 last: start,
                 heartbeat: self.heartbeat,
+                ends_at: tokio::time::Instant::now() + self.streams.limits.lifetime,
                 sender,
+                _slot: slot,
             }
             .run(woken, self.stop.clone()),
         );
@@ -294,14 +413,17 @@ impl NotificationsService for Notifications {
 }
 
 /// One open stream: sends the user's notifications after `last` as they
-/// come, a heartbeat after a silence, and ends on shutdown or when the
-/// client goes.
+/// come, a heartbeat after a silence, and ends on shutdown, at the end of
+/// its lifetime (with OK: the client resumes after its last id) or when
+/// the client goes; its user's slot is given back then.
 struct Feed {
     db: Database,
     user: Uuid,
     last: i64,
     heartbeat: Duration,
+    ends_at: tokio::time::Instant,
     sender: mpsc::Sender<Result<StreamNotificationsResponse, Status>>,
+    _slot: StreamSlot,
 }
 
 impl Feed {
@@ -320,6 +442,7 @@ impl Feed {
             tokio::select! {
                 () = stopping(&mut stop) => return,
                 () = self.sender.closed() => return,
+                () = tokio::time::sleep_until(self.ends_at) => return,
                 wake = woken.recv() => match wake {
                     Ok(user) => look = user == self.user || user.is_nil(),
                     // Too many at once: look, to be sure.

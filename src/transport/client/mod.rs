@@ -5,7 +5,11 @@
 //! A [`MeshChannel`] balances over every endpoint of a service with the
 //! power of two choices (the less busy of two picked at random), ejects an
 //! endpoint that fails to connect for a while, and re-resolves `dns://`
-//! endpoints (a Kubernetes headless Service) periodically. [`CallContext`]
+//! endpoints (a Kubernetes headless Service) periodically. To each endpoint
+//! it opens another HTTP/2 connection when its connections each carry
+//! [`CALLS_PER_CONNECTION`] calls (long streams included), so one caller's
+//! many streams never fill the connection everyone else's calls share, and
+//! closes the extra ones once the load falls back. [`CallContext`]
 //! carries the inbound call's deadline, user token and trace into outbound
 //! calls; [`retry`] retries calls the contract declares idempotent, within a
 //! budget.
@@ -50,6 +54,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const EJECTION: Duration = Duration::from_secs(5);
 /// How often `dns://` endpoints are resolved again.
 pub const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+/// Calls one connection carries before another is opened to the same
+/// endpoint: well below the 256 streams a mesh server admits per
+/// connection, so no call waits for a stream to free up.
+pub const CALLS_PER_CONNECTION: usize = 100;
+/// The most connections kept to one endpoint.
+pub const MAX_CONNECTIONS_PER_ENDPOINT: usize = 16;
 
 /// Why a channel could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -135,12 +145,101 @@ impl tower::Service<Uri> for MeshConnector {
 #[derive(Debug)]
 struct Backend {
     authority: String,
-    channel: Channel,
+    /// How to open another connection to it.
+    endpoint: Endpoint,
+    connector: MeshConnector,
+    /// Its connections; the first is never closed.
+    lanes: RwLock<Vec<Arc<Lane>>>,
     in_flight: AtomicUsize,
     ejected_until: RwLock<Option<Instant>>,
 }
 
+/// One HTTP/2 connection to an endpoint and the calls it carries.
+#[derive(Debug)]
+struct Lane {
+    channel: Channel,
+    in_flight: AtomicUsize,
+}
+
 impl Backend {
+    fn open_lane(&self) -> Arc<Lane> {
+        Arc::new(Lane {
+            channel: self
+                .endpoint
+                .clone()
+                .connect_with_connector_lazy(self.connector.clone()),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// The first connection with room for a call; a new one when all are
+    /// full (up to the bound; then the least busy).
+    fn lane(&self) -> Arc<Lane> {
+        let has_room =
+            |lane: &&Arc<Lane>| lane.in_flight.load(Ordering::Relaxed) < CALLS_PER_CONNECTION;
+        if let Some(lane) = self
+            .lanes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(has_room)
+        {
+            return lane.clone();
+        }
+        let mut lanes = self
+            .lanes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(lane) = lanes.iter().find(has_room) {
+            return lane.clone();
+        }
+        if lanes.len() < MAX_CONNECTIONS_PER_ENDPOINT {
+            let lane = self.open_lane();
+            lanes.push(lane.clone());
+            return lane;
+        }
+        match lanes
+            .iter()
+            .min_by_key(|lane| lane.in_flight.load(Ordering::Relaxed))
+        {
+            Some(lane) => lane.clone(),
+            None => {
+                let lane = self.open_lane();
+                lanes.push(lane.clone());
+                lane
+            }
+        }
+    }
+
+    /// Closes extra connections left with no call once the endpoint's load
+    /// fits in half a connection (the margin keeps a load that hovers at
+    /// the bound from opening and closing connections on every call).
+    fn shed_idle_lanes(&self) {
+        // The common case, one connection, costs a read lock and no more.
+        if self.in_flight.load(Ordering::Relaxed) >= CALLS_PER_CONNECTION / 2
+            || self.connections() <= 1
+        {
+            return;
+        }
+        let mut lanes = self
+            .lanes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut index = 0;
+        lanes.retain(|lane| {
+            index += 1;
+            index == 1 || lane.in_flight.load(Ordering::Relaxed) > 0
+        });
+    }
+
+    /// Its open connections.
+    fn connections(&self) -> usize {
+        self.lanes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
     fn available(&self, now: Instant) -> bool {
         self.ejected_until
             .read()
@@ -181,12 +280,21 @@ impl Backends {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        Ok(Arc::new(Backend {
+        let backend = Backend {
             authority: authority.to_owned(),
-            channel: endpoint.connect_with_connector_lazy(self.connector.clone()),
+            endpoint,
+            connector: self.connector.clone(),
+            lanes: RwLock::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             ejected_until: RwLock::new(None),
-        }))
+        };
+        let first = backend.open_lane();
+        backend
+            .lanes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(first);
+        Ok(Arc::new(backend))
     }
 
     /// Replaces the set, keeping the backends (and their connections) of
@@ -327,8 +435,9 @@ impl tower::Service<http::Request<Body>> for MeshChannel {
             // Counted busy until the answer's body ends or is dropped (a
             // stream stays counted while it runs), or until this future is
             // dropped before the answer came.
-            let in_flight = InFlight::start(backend.clone());
-            let outcome = match backend.channel.clone().ready_oneshot().await {
+            let lane = backend.lane();
+            let in_flight = InFlight::start(backend.clone(), lane.clone());
+            let outcome = match lane.channel.clone().ready_oneshot().await {
                 Ok(channel) => channel.oneshot(request).await,
                 Err(error) => Err(error),
             };
@@ -367,21 +476,40 @@ impl MeshChannel {
     pub fn in_flight(&self) -> usize {
         self.backends.in_flight()
     }
+
+    /// HTTP/2 connections this channel holds open (or will open on first
+    /// use), over all its endpoints.
+    #[must_use]
+    pub fn connections(&self) -> usize {
+        self.backends
+            .snapshot()
+            .iter()
+            .map(|backend| backend.connections())
+            .sum()
+    }
 }
 
-/// One call counted on its backend until dropped.
-struct InFlight(Arc<Backend>);
+/// One call counted on its backend and its connection until dropped.
+struct InFlight {
+    backend: Arc<Backend>,
+    lane: Arc<Lane>,
+}
 
 impl InFlight {
-    fn start(backend: Arc<Backend>) -> Self {
+    fn start(backend: Arc<Backend>, lane: Arc<Lane>) -> Self {
         backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(backend)
+        lane.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self { backend, lane }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.lane.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            // This connection just emptied: maybe it is no longer needed.
+            self.backend.shed_idle_lanes();
+        }
     }
 }
 
