@@ -117,6 +117,21 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                     when_stopped(stopped.clone()),
                 ));
             }
+            let retention = retention_settings(reader)?;
+            let retention_metrics = safra::bus::retention::RetentionMetrics::default();
+            if let Some(bus) = &bus {
+                let log = match bus {
+                    safra::bus::Bus::Postgres(log) => Some(log.database().clone()),
+                    safra::bus::Bus::Rabbit(_) => None,
+                };
+                tokio::spawn(safra::bus::retention::run(
+                    database.clone(),
+                    log,
+                    retention,
+                    retention_metrics.clone(),
+                    when_stopped(stopped.clone()),
+                ));
+            }
             let retries = safra::bus::subscriber::Retries::default();
             let jobs_database = database.clone();
             let mut pools = vec![("service", database.clone())];
@@ -218,17 +233,16 @@ pub async fn run(name: ProcessName) -> anyhow::Result<()> {
                 None => {}
             }
             // The jobs monitor of this service's outbox and subscribers.
-            let jobs = Arc::new(safra::bus::jobs::Jobs::new(
-                service.name(),
-                jobs_database,
-                bus,
-                subscribers,
-            ));
+            let jobs = Arc::new(
+                safra::bus::jobs::Jobs::new(service.name(), jobs_database, bus, subscribers)
+                    .with_idle_cursor(retention.idle_cursor),
+            );
             let jobs_metrics = safra::bus::jobs::JobsMetrics::default();
             tokio::spawn(jobs_metrics.clone().run(jobs.clone()));
             server
                 .add_service(JobsServiceServer::from_arc(jobs))
                 .with_metrics(move |registry| jobs_metrics.register(registry))
+                .with_metrics(move |registry| retention_metrics.register(registry))
                 .with_metrics(move |registry| {
                     registry.register_collector(Box::new(safra::data::db::PoolMetrics(pools)));
                 })
@@ -352,6 +366,26 @@ fn load_tls(name: &str, paths: &TlsPaths, reader: Reader<'_>) -> anyhow::Result<
     let period = reader.parse_or("SAFRA_TLS_RELOAD_SECS", 10_u64, "a whole number of seconds")?;
     tls.spawn_reloader(Duration::from_secs(period.max(1)));
     Ok(tls)
+}
+
+/// `SAFRA_BUS_RETENTION_HOURS` and `SAFRA_BUS_IDLE_CURSOR_HOURS` (both 168).
+fn retention_settings(
+    reader: Reader<'_>,
+) -> anyhow::Result<safra::bus::retention::RetentionSettings> {
+    let defaults = safra::bus::retention::RetentionSettings::default();
+    let hours = |name: &str, default: Duration| -> anyhow::Result<Duration> {
+        let value: u64 =
+            reader.parse_or(name, default.as_secs() / 3600, "a whole number of hours")?;
+        if value == 0 {
+            anyhow::bail!("{name}: must be at least 1 hour");
+        }
+        Ok(Duration::from_secs(value * 3600))
+    };
+    Ok(safra::bus::retention::RetentionSettings {
+        keep: hours("SAFRA_BUS_RETENTION_HOURS", defaults.keep)?,
+        idle_cursor: hours("SAFRA_BUS_IDLE_CURSOR_HOURS", defaults.idle_cursor)?,
+        ..defaults
+    })
 }
 
 /// `/readyz` reports the database ready when a pooled connection answers.

@@ -74,6 +74,8 @@ impl JobsService for MergedJobs {
             subscriptions.extend(answer.into_inner().subscriptions);
         }
         subscriptions.sort_by(|a, b| a.name.cmp(&b.name));
+        // A retired cursor is reported by every service on the bus: once.
+        subscriptions.dedup_by(|a, b| a.retired && b.retired && a.name == b.name);
         Ok(Response::new(ListSubscriptionsResponse {
             subscriptions,
             next_page_token: String::new(),

@@ -10,8 +10,9 @@
 
 use crate::data::statement::Statement;
 use std::{
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, PoisonError, atomic::Ordering},
+    time::{Duration, Instant},
 };
 
 use chrono::{DateTime, Utc};
@@ -60,7 +61,15 @@ pub struct Jobs {
     db: Database,
     bus: Option<Bus>,
     subscribers: Vec<Subscriber>,
+    /// After how long a retired cursor stops holding the event log.
+    idle_cursor: Duration,
+    /// Each subscriber's handled total as read over the last minute or so,
+    /// for its rate.
+    samples: Arc<Mutex<HashMap<String, Samples>>>,
 }
+
+/// Handled totals as read, oldest first, with when.
+type Samples = VecDeque<(Instant, i64)>;
 
 impl std::fmt::Debug for Jobs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,12 +84,20 @@ impl std::fmt::Debug for Jobs {
 struct Handled {
     #[diesel(sql_type = BigInt)]
     total: i64,
-    #[diesel(sql_type = BigInt)]
-    last_minute: i64,
     #[diesel(sql_type = Nullable<Timestamptz>)]
     last: Option<DateTime<Utc>>,
     #[diesel(sql_type = BigInt)]
     parked: i64,
+}
+
+#[derive(QueryableByName)]
+struct RetiredCursor {
+    #[diesel(sql_type = Text)]
+    subscriber: String,
+    #[diesel(sql_type = BigInt)]
+    waiting: i64,
+    #[diesel(sql_type = Timestamptz)]
+    update_time: DateTime<Utc>,
 }
 
 #[derive(QueryableByName)]
@@ -170,6 +187,40 @@ impl Jobs {
             db,
             bus,
             subscribers,
+            idle_cursor: super::retention::RetentionSettings::default().idle_cursor,
+            samples: Arc::default(),
+        }
+    }
+
+    /// The monitor, telling retired cursors idle for `idle_cursor` (as
+    /// retention judges them) from those that still hold the log.
+    #[must_use]
+    pub fn with_idle_cursor(mut self, idle_cursor: Duration) -> Self {
+        self.idle_cursor = idle_cursor;
+        self
+    }
+
+    /// Events per second over about the last minute, from the totals read
+    /// before (the metrics refresh reads them every few seconds).
+    fn rate(&self, name: &str, total: i64) -> f64 {
+        let now = Instant::now();
+        let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        let mine = samples.entry(name.to_owned()).or_default();
+        mine.push_back((now, total));
+        // Keep one sample a minute old or older, and the ones after it.
+        while mine
+            .get(1)
+            .is_some_and(|(at, _)| now.duration_since(*at) >= Duration::from_secs(60))
+        {
+            mine.pop_front();
+        }
+        match mine.front() {
+            Some((at, then)) if *at < now => {
+                #[allow(clippy::cast_precision_loss, reason = "events per second")]
+                let handled = (total - then).max(0) as f64;
+                handled / now.duration_since(*at).as_secs_f64()
+            }
+            _ => 0.0,
         }
     }
 
@@ -182,6 +233,7 @@ impl Jobs {
         for subscriber in &self.subscribers {
             all.push(self.subscription(subscriber).await?);
         }
+        all.extend(self.retired().await?);
         all.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(all)
     }
@@ -196,10 +248,9 @@ impl Jobs {
                 .await
                 .map_err(|error| unavailable(&error))?;
             let rows: Vec<Handled> = Statement::new(
-                "SELECT (SELECT count(*) FROM processed_events WHERE subscriber = $1) AS total, \
-                        (SELECT count(*) FROM processed_events WHERE subscriber = $1 \
-                           AND processed_time > now() - interval '1 minute') AS last_minute, \
-                        (SELECT max(processed_time) FROM processed_events WHERE subscriber = $1) AS last, \
+                "SELECT coalesce((SELECT handled FROM subscriber_totals WHERE subscriber = $1), 0) \
+                          AS total, \
+                        (SELECT last_handled FROM subscriber_totals WHERE subscriber = $1) AS last, \
                         (SELECT count(*) FROM parked_events WHERE subscriber = $1) AS parked",
             )
             .bind::<Text, _>(&name)
@@ -255,8 +306,7 @@ impl Jobs {
             }
             None => (0, 0.0),
         };
-        #[allow(clippy::cast_precision_loss, reason = "events per minute")]
-        let per_second = handled.last_minute as f64 / 60.0;
+        let per_second = self.rate(&name, handled.total);
         Ok(Subscription {
             service: self.service.clone(),
             event_types: types,
@@ -275,7 +325,52 @@ impl Jobs {
             ))
             .unwrap_or(i64::MAX),
             name,
+            retired: false,
+            holds_log: true,
         })
+    }
+
+    /// Cursors on the PostgreSQL event log of subscribers no longer in the
+    /// mesh's list: what they have not read, and whether they still hold
+    /// the log back.
+    async fn retired(&self) -> Result<Vec<Subscription>, Status> {
+        let Some(Bus::Postgres(bus)) = &self.bus else {
+            return Ok(Vec::new());
+        };
+        let mut conn = bus
+            .database()
+            .connection()
+            .await
+            .map_err(|error| unavailable(&error))?;
+        // The mesh's subscribers and this service's own (a test's, say).
+        let mut known = super::subscriptions::names();
+        known.extend(self.subscribers.iter().map(Subscriber::name));
+        // What it has not read: the log's last position minus its own (the
+        // log's positions are dense enough for a figure).
+        let rows: Vec<RetiredCursor> = Statement::new(
+            "SELECT c.subscriber, \
+                    greatest(coalesce((SELECT max(position) FROM event_log), 0) - c.position, 0) \
+                      AS waiting, \
+                    c.update_time \
+             FROM subscriber_cursors c WHERE c.subscriber <> ALL($1) ORDER BY c.subscriber",
+        )
+        .bind::<Array<Text>, _>(&known)
+        .load(&mut conn)
+        .await
+        .map_err(|error| unavailable(&error))?;
+        let idle = chrono::Duration::from_std(self.idle_cursor).unwrap_or(chrono::Duration::MAX);
+        Ok(rows
+            .into_iter()
+            .map(|row| Subscription {
+                name: row.subscriber,
+                transport: "postgres".to_owned(),
+                backlog: count(row.waiting),
+                holds_log: Utc::now() - row.update_time < idle,
+                retired: true,
+                last_handled_time: Some(timestamp(row.update_time)),
+                ..Subscription::default()
+            })
+            .collect())
     }
 
     /// This service's outbox.

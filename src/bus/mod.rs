@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod postgres;
 pub mod rabbit;
 pub mod relay;
+pub mod retention;
 pub mod subscriber;
 pub mod subscriptions;
 

@@ -43,8 +43,15 @@ pub const MESH: &[Subscription] = &[
     },
 ];
 
-/// The types `subscriber` handles (none for a name the mesh does not
-/// know).
+/// The name of every subscriber of the mesh.
+#[must_use]
+pub fn names() -> Vec<&'static str> {
+    MESH.iter()
+        .map(|subscription| subscription.subscriber)
+        .collect()
+}
+
+/// The event types `subscriber` handles (none for a name not in the list).
 #[must_use]
 pub fn of(subscriber: &str) -> &'static [&'static str] {
     MESH.iter()

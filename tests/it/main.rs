@@ -15,6 +15,7 @@ mod money;
 mod money_properties;
 mod mtls;
 mod postgres_tls;
+mod retention;
 mod runtime;
 mod scripts;
 mod serving;

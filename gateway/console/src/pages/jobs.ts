@@ -188,9 +188,16 @@ function subscriptionsTable(subs: Subscription[]): Node {
             "data-backlog": s.backlog,
             "data-parked": s.parked,
             "data-handled-total": String(s.handledTotal),
+            "data-retired": String(s.retired),
           },
           h("td", { title: s.eventTypes.join("\n") }, s.name),
-          h("td", {}, s.service),
+          h(
+            "td",
+            {},
+            s.retired
+              ? h("span", { class: "attention" }, s.holdsLog ? "retired (holds the log)" : "retired")
+              : s.service,
+          ),
           h("td", {}, s.transport),
           h("td", { class: "num" }, String(s.backlog)),
           h("td", { class: "num" }, String(s.inFlight)),
