@@ -51,6 +51,10 @@ use crate::{
     r#type::v1::ErrorReason,
 };
 
+/// Backlog entries counted one by one; past this many the backlog is
+/// estimated from positions.
+const BACKLOG_COUNTED: i64 = 100_000;
+
 /// How often the metrics are refreshed.
 const METRICS_EVERY: Duration = Duration::from_secs(5);
 
@@ -269,14 +273,29 @@ impl Jobs {
                     .connection()
                     .await
                     .map_err(|error| unavailable(&error))?;
+                // Counted in log order up to a bound, so the plan is a plain
+                // walk of the index from the cursor (no parallel workers to
+                // launch every refresh) and a far-behind subscriber costs
+                // no more than BACKLOG_COUNTED rows; past it, the backlog is
+                // the log's length after the cursor, every type included.
                 let rows: Vec<Backlog> = Statement::new(
-                    "SELECT count(*) AS waiting, min(e.create_time) AS oldest FROM event_log e \
-                     WHERE e.position > coalesce((SELECT position FROM subscriber_cursors \
-                                                  WHERE subscriber = $1), 0) \
-                       AND e.event_type = ANY($2)",
+                    "WITH cursor AS (SELECT coalesce((SELECT position FROM subscriber_cursors \
+                                                      WHERE subscriber = $1), 0) AS position), \
+                          counted AS (SELECT count(*) AS waiting, min(create_time) AS oldest \
+                                      FROM (SELECT e.create_time FROM event_log e \
+                                            WHERE e.position > (SELECT position FROM cursor) \
+                                              AND e.event_type = ANY($2) \
+                                            ORDER BY e.position LIMIT $3) AS first) \
+                     SELECT CASE WHEN counted.waiting < $3 THEN counted.waiting \
+                                 ELSE greatest(coalesce((SELECT max(position) FROM event_log), 0) \
+                                               - (SELECT position FROM cursor), counted.waiting) \
+                            END AS waiting, \
+                            counted.oldest \
+                     FROM counted",
                 )
                 .bind::<Text, _>(&name)
                 .bind::<Array<Text>, _>(&types)
+                .bind::<BigInt, _>(BACKLOG_COUNTED)
                 .load(&mut conn)
                 .await
                 .map_err(|error| unavailable(&error))?;
