@@ -1,39 +1,31 @@
 //! A tonic codec for messages known only by their descriptors, so that the
-//! REST side calls any method with one generic client.
+//! REST side calls any method with one generic client. Answers stay wire
+//! bytes: `transcode::answer_json` writes their JSON straight from them.
 
+use bytes::{Buf as _, Bytes};
 use prost::Message;
-use prost_reflect::{DynamicMessage, MessageDescriptor};
+use prost_reflect::DynamicMessage;
 use tonic::{
     Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
 };
 
-/// Encodes any request message, decodes responses of one type.
-#[derive(Debug, Clone)]
-pub struct DynamicCodec {
-    output: MessageDescriptor,
-}
-
-impl DynamicCodec {
-    /// A codec whose responses are `output` messages.
-    #[must_use]
-    pub fn new(output: MessageDescriptor) -> Self {
-        Self { output }
-    }
-}
+/// Encodes any request message; hands each answer over as its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DynamicCodec;
 
 impl Codec for DynamicCodec {
     type Encode = DynamicMessage;
-    type Decode = DynamicMessage;
+    type Decode = Bytes;
     type Encoder = DynamicEncoder;
-    type Decoder = DynamicDecoder;
+    type Decoder = WireDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
         DynamicEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        DynamicDecoder(self.output.clone())
+        WireDecoder
     }
 }
 
@@ -53,15 +45,13 @@ impl Encoder for DynamicEncoder {
 
 /// See [`DynamicCodec`].
 #[derive(Debug)]
-pub struct DynamicDecoder(MessageDescriptor);
+pub struct WireDecoder;
 
-impl Decoder for DynamicDecoder {
-    type Item = DynamicMessage;
+impl Decoder for WireDecoder {
+    type Item = Bytes;
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
-        DynamicMessage::decode(self.0.clone(), src)
-            .map(Some)
-            .map_err(|error| Status::internal(format!("decoding the response: {error}")))
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }

@@ -30,6 +30,7 @@ pub mod reference;
 mod rest;
 pub mod routes;
 pub mod transcode;
+pub mod wire_json;
 
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
@@ -125,6 +126,8 @@ pub struct Edge {
     status_pool: DescriptorPool,
     gate: Arc<Gate>,
     routes: routes::Routes,
+    /// Writes the services' answers as JSON, planned from the served pool.
+    answers: Arc<wire_json::AnswerWriter>,
     upstreams: HashMap<String, MeshChannel>,
     settings: EdgeSettings,
     /// Each client address's request budget.
@@ -194,6 +197,7 @@ impl Edge {
             status_pool,
             gate,
             routes,
+            answers: Arc::new(wire_json::AnswerWriter::new(pool)),
             upstreams,
             limiter,
             settings,

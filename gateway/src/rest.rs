@@ -9,7 +9,6 @@ use axum::{body::Body, extract::Request, response::Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt as _, Limited};
-use prost_reflect::DynamicMessage;
 use safra::{
     contract::gate::authorize,
     contract::status::{self, Violation},
@@ -53,7 +52,9 @@ pub async fn serve(edge: &Edge, request: Request) -> Response {
         }
         Ok(Answer::Stream(stream, events)) => stream_response(
             edge.status_pool.clone(),
+            edge.answers.clone(),
             stream,
+            route.policy.method.output(),
             route.binding.response_body.clone(),
             events,
             observed,
@@ -69,7 +70,7 @@ pub async fn serve(edge: &Edge, request: Request) -> Response {
 /// whether the client asked for Server-Sent Events).
 enum Answer {
     Unary(Response),
-    Stream(tonic::Streaming<DynamicMessage>, bool),
+    Stream(tonic::Streaming<Bytes>, bool),
 }
 
 async fn call(
@@ -133,7 +134,7 @@ async fn call(
     }
     let grpc_path = PathAndQuery::try_from(route.grpc_path.as_str())
         .map_err(|_| Status::internal("a route names a bad gRPC path"))?;
-    let codec = DynamicCodec::new(route.policy.method.output());
+    let codec = DynamicCodec;
     let mut client = tonic::client::Grpc::new(channel);
     client
         .ready()
@@ -148,8 +149,13 @@ async fn call(
         return Ok(Answer::Stream(stream, wants_events(&parts.headers)));
     }
     let answer = client.unary(outbound, grpc_path, codec).await?.into_inner();
-    let json = transcode::response_json(&answer, &route.binding.response_body)
-        .map_err(|problem| status::internal(&problem))?;
+    let json = transcode::answer_json(
+        &edge.answers,
+        &route.policy.method.output(),
+        &answer,
+        &route.binding.response_body,
+    )
+    .map_err(|problem| status::internal(&problem))?;
     let mut response = json_response(StatusCode::OK, json);
     if let Some(cache) = safra::contract::http_cache(&route.policy.method) {
         let visibility = match cache.visibility() {
@@ -260,7 +266,9 @@ fn wants_events(headers: &HeaderMap) -> bool {
 /// as Server-Sent Events (`event: error` on failure).
 fn stream_response(
     pool: prost_reflect::DescriptorPool,
-    stream: tonic::Streaming<DynamicMessage>,
+    answers: std::sync::Arc<crate::wire_json::AnswerWriter>,
+    stream: tonic::Streaming<Bytes>,
+    output: prost_reflect::MessageDescriptor,
     response_body: String,
     events: bool,
     observed: Observed,
@@ -283,7 +291,7 @@ fn stream_response(
             on_error(status.code());
         }
         let (json, failed) = match item {
-            Ok(message) => match transcode::response_json(&message, &response_body) {
+            Ok(wire) => match transcode::answer_json(&answers, &output, &wire, &response_body) {
                 Ok(json) => (json, false),
                 Err(problem) => (status_line(&pool, &status::internal(&problem)), true),
             },

@@ -400,6 +400,27 @@ fn query_pairs(query: &str) -> Result<Vec<(String, String)>, TranscodeError> {
         .collect()
 }
 
+/// The canonical JSON of an answer's wire bytes (an `output` message): the
+/// whole message or its `response_body` field, written straight from the
+/// bytes where `writer` can, else through a decoded message.
+///
+/// # Errors
+/// Bytes that are not an `output` message, or values with no JSON form (a
+/// timestamp out of range).
+pub fn answer_json(
+    writer: &crate::wire_json::AnswerWriter,
+    output: &MessageDescriptor,
+    wire: &[u8],
+    response_body: &str,
+) -> Result<Vec<u8>, TranscodeError> {
+    if let Some(json) = writer.to_json(output, wire, response_body) {
+        return Ok(json);
+    }
+    let message = DynamicMessage::decode(output.clone(), wire)
+        .map_err(|problem| error(format!("decoding the response: {problem}")))?;
+    response_json(&message, response_body)
+}
+
 /// The canonical JSON of a response: the whole message, or its
 /// `response_body` field. Default values are written out, so that a client
 /// sees every field of the schema.
