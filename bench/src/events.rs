@@ -27,7 +27,7 @@ use safra::{
         Bus,
         postgres::PgBus,
         rabbit::RabbitBus,
-        subscriber::{Handler, HandlerFuture, Retries, Subscriber},
+        subscriber::{Handler, HandlerFuture, Prepared, Retries, Subscriber},
     },
     config::{DatabaseConfig, Secret},
     data::{
@@ -88,7 +88,12 @@ impl Clock {
 struct Timed(Arc<Clock>);
 
 impl Handler for Timed {
-    fn handle<'a>(&'a self, conn: &'a mut Connection, envelope: &'a Envelope) -> HandlerFuture<'a> {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut Connection,
+        envelope: &'a Envelope,
+        _prepared: &'a Prepared,
+    ) -> HandlerFuture<'a> {
         Box::pin(async move {
             diesel::sql_query("INSERT INTO effects (event_id) VALUES ($1::uuid)")
                 .bind::<diesel::sql_types::Text, _>(&envelope.id)

@@ -21,6 +21,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
+    message::Delivery,
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
         BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
@@ -33,13 +34,14 @@ use tokio_stream::StreamExt;
 
 use super::{
     BusError,
-    postgres::Outgoing,
+    postgres::{Logged, Outgoing},
     subscriber::{Outcome, Subscriber},
 };
 use crate::config::Secret;
 
-/// Deliveries a consumer holds unacknowledged at most.
-const PREFETCH: u16 = 64;
+/// Deliveries a consumer holds unacknowledged at most: also the largest
+/// batch handled in one transaction.
+const PREFETCH: u16 = 256;
 /// How often the broker may deliver one message before it dead-letters it
 /// (a handler that crashes the process, say; failures the handler reports
 /// are retried and parked by the subscriber, not counted here).
@@ -379,20 +381,79 @@ impl RabbitBus {
             .await
             .map_err(|error| broker_error(&error))?;
         while let Some(delivery) = deliveries.next().await {
-            let delivery = delivery.map_err(|error| broker_error(&error))?;
+            let mut batch = vec![delivery.map_err(|error| broker_error(&error))?];
+            // Whatever else the broker has already sent joins the batch; a
+            // zero timeout polls once and never waits.
+            while batch.len() < usize::from(PREFETCH) {
+                match tokio::time::timeout(Duration::ZERO, deliveries.next()).await {
+                    Ok(Some(delivery)) => {
+                        batch.push(delivery.map_err(|error| broker_error(&error))?);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            self.handle_deliveries(&channel, subscriber, batch).await?;
+        }
+        Err(BusError::Broker("the broker closed the consumer".into()))
+    }
+
+    /// Handles deliveries in the order they came: in one transaction and
+    /// acknowledged at once (the last tag, `multiple`) when the handler
+    /// takes batches; otherwise, or when the batch fails, one by one, each
+    /// acknowledged once handled or parked.
+    async fn handle_deliveries(
+        &self,
+        channel: &Channel,
+        subscriber: &Subscriber,
+        deliveries: Vec<Delivery>,
+    ) -> Result<(), BusError> {
+        let mut ours = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
             let event_id = delivery
                 .properties
                 .message_id()
                 .as_ref()
                 .and_then(|id| uuid::Uuid::parse_str(id.as_str()).ok());
-            let Some(event_id) = event_id else {
+            match event_id {
+                Some(event_id) => ours.push((event_id, delivery)),
                 // Nothing to deduplicate by: not one of ours.
-                delivery
-                    .reject(BasicRejectOptions { requeue: false })
+                None => {
+                    delivery
+                        .reject(BasicRejectOptions { requeue: false })
+                        .await
+                        .map_err(|error| broker_error(&error))?;
+                }
+            }
+        }
+        if let [.., (_, last)] = ours.as_slice()
+            && ours.len() > 1
+            && subscriber.handles_batches()
+            && ours
+                .iter()
+                .all(|(_, delivery)| subscriber.follows(delivery.routing_key.as_str()))
+        {
+            let logged: Vec<Logged> = ours
+                .iter()
+                .map(|(event_id, delivery)| Logged {
+                    position: 0,
+                    event_id: *event_id,
+                    event_type: delivery.routing_key.to_string(),
+                    aggregate_key: String::new(),
+                    envelope: delivery.data.clone(),
+                })
+                .collect();
+            if let Ok((handled, _)) = subscriber.handle_batch(&logged).await {
+                channel
+                    .basic_ack(last.delivery_tag, BasicAckOptions { multiple: true })
                     .await
                     .map_err(|error| broker_error(&error))?;
-                continue;
-            };
+                if handled > 0 {
+                    subscriber.ring();
+                }
+                return Ok(());
+            }
+        }
+        for (event_id, delivery) in ours {
             match subscriber
                 .handle_one(event_id, delivery.routing_key.as_str(), &delivery.data)
                 .await
@@ -427,6 +488,6 @@ impl RabbitBus {
                 }
             }
         }
-        Err(BusError::Broker("the broker closed the consumer".into()))
+        Ok(())
     }
 }

@@ -67,19 +67,65 @@ impl From<diesel::result::Error> for HandlerError {
 /// The future a [`Handler`] returns.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
 
-/// What a subscriber does with one event, inside the transaction of its
-/// service's database that records the event as handled.
+/// What a handler learned from other services before its transaction
+/// opened ([`Handler::prepare`]); empty for most handlers.
+#[derive(Default)]
+pub struct Prepared(Option<Box<dyn std::any::Any + Send + Sync>>);
+
+impl Prepared {
+    /// Holds `value` for [`Handler::handle`].
+    #[must_use]
+    pub fn new<T: std::any::Any + Send + Sync>(value: T) -> Self {
+        Self(Some(Box::new(value)))
+    }
+
+    /// What [`Handler::prepare`] kept, if it is a `T`.
+    #[must_use]
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.as_ref()?.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Prepared(..)"
+        } else {
+            "Prepared(none)"
+        })
+    }
+}
+
+/// The future [`Handler::prepare`] returns.
+pub type PrepareFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Prepared, HandlerError>> + Send + 'a>>;
+
+/// What a subscriber does with one event: first what it needs from other
+/// services, with no transaction open ([`Handler::prepare`]), then its
+/// effect, inside the transaction of its service's database that records
+/// the event as handled ([`Handler::handle`]).
 pub trait Handler: Send + Sync {
-    /// Applies `envelope` through `conn`.
+    /// Gathers what handling `envelope` needs from other services, before
+    /// any transaction or pooled connection is taken, so that no
+    /// transaction waits on a call. Nothing by default. It may run for an
+    /// event handled before (the transaction then skips it), so it only
+    /// reads.
+    fn prepare<'a>(&'a self, envelope: &'a Envelope) -> PrepareFuture<'a> {
+        let _ = envelope;
+        Box::pin(std::future::ready(Ok(Prepared::default())))
+    }
+
+    /// Applies `envelope` through `conn`, with what [`Handler::prepare`]
+    /// gathered for it.
     fn handle<'a>(
         &'a self,
         conn: &'a mut AsyncPgConnection,
         envelope: &'a Envelope,
+        prepared: &'a Prepared,
     ) -> HandlerFuture<'a>;
 
     /// Whether several events may be handled in one transaction: true for
-    /// handlers that only touch their own database. One that calls another
-    /// service says false, so that no transaction waits on a call.
+    /// handlers that only touch their own database and prepare nothing.
     fn batches(&self) -> bool {
         false
     }
@@ -103,7 +149,9 @@ pub trait Handler: Send + Sync {
                     event.r#type = %envelope.r#type,
                 );
                 telemetry::follow_traceparent(&span, &envelope.traceparent);
-                self.handle(conn, envelope).instrument(span).await?;
+                self.handle(conn, envelope, &Prepared::default())
+                    .instrument(span)
+                    .await?;
             }
             Ok(())
         })
@@ -533,6 +581,18 @@ impl Subscriber {
         Ok(Outcome::Parked)
     }
 
+    /// Whether its handler takes several events in one transaction.
+    #[must_use]
+    pub fn handles_batches(&self) -> bool {
+        self.handler.batches()
+    }
+
+    /// Whether it follows events of `event_type`.
+    #[must_use]
+    pub fn follows(&self, event_type: &str) -> bool {
+        self.types.contains(event_type)
+    }
+
     /// Handles `events` (all of types it follows, in log order) in one
     /// transaction of its database: their ids recorded as handled in one
     /// statement, then the effect of each not handled before. Returns how
@@ -540,7 +600,7 @@ impl Subscriber {
     ///
     /// # Errors
     /// The first failure (nothing of the batch is then committed).
-    async fn handle_batch(
+    pub(super) async fn handle_batch(
         &self,
         events: &[postgres::Logged],
     ) -> Result<(usize, usize), HandlerError> {
@@ -591,20 +651,15 @@ impl Subscriber {
         outcome
     }
 
-    /// One attempt: the handled id and the effect in one transaction.
+    /// One attempt: what the handler needs from other services first, with
+    /// nothing of the database held; then the handled id and the effect in
+    /// one transaction.
     async fn attempt(
         &self,
         event_id: uuid::Uuid,
         event_type: &str,
         envelope: &Envelope,
     ) -> Result<Outcome, HandlerError> {
-        let mut conn = self
-            .service
-            .connection()
-            .await
-            .map_err(|error| HandlerError(error.to_string()))?;
-        let handler = self.handler.clone();
-        let name = self.name.clone();
         // The handling continues the trace of whatever caused the event.
         let span = tracing::info_span!(
             "handle event",
@@ -614,6 +669,30 @@ impl Subscriber {
             event.r#type = %event_type,
         );
         telemetry::follow_traceparent(&span, &envelope.traceparent);
+        let prepared = match self
+            .handler
+            .prepare(envelope)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(prepared) => prepared,
+            // An event handled before is skipped, whatever its preparation
+            // now meets (its offering gone, say), rather than parked.
+            Err(error) => {
+                return match self.handled_before(event_id).await {
+                    Ok(true) => Ok(Outcome::Duplicate),
+                    _ => Err(error),
+                };
+            }
+        };
+        let mut conn = self
+            .service
+            .connection()
+            .await
+            .map_err(|error| HandlerError(error.to_string()))?;
+        let handler = self.handler.clone();
+        let name = self.name.clone();
+        let prepared = &prepared;
         conn.transaction(async move |conn| {
             let first = Statement::new(
                 "INSERT INTO processed_events (subscriber, event_id) VALUES ($1, $2) \
@@ -626,11 +705,28 @@ impl Subscriber {
             if first == 0 {
                 return Ok(Outcome::Duplicate);
             }
-            handler.handle(conn, envelope).await?;
+            handler.handle(conn, envelope, prepared).await?;
             Ok(Outcome::Handled)
         })
         .instrument(span)
         .await
+    }
+
+    /// Whether this subscriber handled `event_id` already.
+    async fn handled_before(&self, event_id: uuid::Uuid) -> Result<bool, HandlerError> {
+        let mut conn = self
+            .service
+            .connection()
+            .await
+            .map_err(|error| HandlerError(error.to_string()))?;
+        let found: Vec<Fresh> = Statement::new(
+            "SELECT event_id FROM processed_events WHERE subscriber = $1 AND event_id = $2",
+        )
+        .bind::<Text, _>(&self.name)
+        .bind::<SqlUuid, _>(event_id)
+        .load(&mut conn)
+        .await?;
+        Ok(!found.is_empty())
     }
 
     fn backoff(&self, attempt: u32) -> Duration {

@@ -20,7 +20,7 @@ use safra::{
         postgres::{Outgoing, PgBus},
         rabbit::RabbitBus,
         relay::relay_once,
-        subscriber::{Handler, HandlerError, HandlerFuture, Retries, Subscriber},
+        subscriber::{Handler, HandlerError, HandlerFuture, Prepared, Retries, Subscriber},
     },
     config::Secret,
     data::{db::Database, outbox::OutboxEvent},
@@ -242,6 +242,7 @@ impl Handler for Record {
         &'a self,
         conn: &'a mut AsyncPgConnection,
         envelope: &'a Envelope,
+        _prepared: &'a Prepared,
     ) -> HandlerFuture<'a> {
         Box::pin(async move {
             let payment = envelope
@@ -336,6 +337,95 @@ macro_rules! on_both_transports {
             bus.clean_up().await;
         }
     };
+}
+
+/// Prepares each event by counting the transactions open on the consumer's
+/// database at that moment (from a connection of its own), and records the
+/// count as the effect's `n`.
+struct Preparing {
+    consumer_url: String,
+}
+
+impl Handler for Preparing {
+    fn prepare<'a>(&'a self, _envelope: &'a Envelope) -> safra::bus::subscriber::PrepareFuture<'a> {
+        Box::pin(async move {
+            let mut conn = safra::data::db::connect_once(&self.consumer_url)
+                .await
+                .map_err(|error| HandlerError(error.to_string()))?;
+            let open: Vec<Count> = diesel::sql_query(
+                "SELECT count(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                   AND xact_start IS NOT NULL",
+            )
+            .load(&mut conn)
+            .await?;
+            Ok(Prepared::new(
+                <[Count]>::first(&open).map_or(-1, |row| row.n),
+            ))
+        })
+    }
+
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        envelope: &'a Envelope,
+        prepared: &'a Prepared,
+    ) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let open = prepared
+                .get::<i64>()
+                .ok_or_else(|| HandlerError("nothing was prepared".into()))?;
+            diesel::sql_query(
+                "INSERT INTO effects (event_id, aggregate_key, n) VALUES ($1::uuid, $2, $3)",
+            )
+            .bind::<diesel::sql_types::Text, _>(&envelope.id)
+            .bind::<diesel::sql_types::Text, _>(&envelope.aggregate_key)
+            .bind::<diesel::sql_types::Integer, _>(i32::try_from(*open).unwrap_or(i32::MAX))
+            .execute(conn)
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+on_both_transports!(
+    prepared_with_no_transaction_open_then_handled_with_what_it_gathered,
+    postgres_prepares_with_no_transaction_open,
+    postgres_batched_prepares_with_no_transaction_open,
+    rabbitmq_prepares_with_no_transaction_open
+);
+
+/// A handler that needs another service (distribution asks the marketplace
+/// for the holders) gathers it before its transaction opens: while it
+/// prepares, no transaction is open on its database, and the effect is
+/// applied with what it gathered.
+async fn prepared_with_no_transaction_open_then_handled_with_what_it_gathered(bus: &Bus) {
+    let written = emit(bus, "offering:p", 1..=5).await;
+    let subscriber = bus.run(Subscriber::new(
+        SUBSCRIBER,
+        ["safra.events.v1.PaymentConfirmed"],
+        Arc::new(Preparing {
+            consumer_url: bus.consumer.url().expose().to_owned(),
+        }),
+        bus.consumer_pool.clone(),
+        Retries {
+            attempts: 3,
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(5),
+        },
+    ));
+    bus.bus.publish(&written).await.expect("published");
+    bus.until(EFFECTS, 5).await;
+    assert_eq!(
+        count(
+            &bus.consumer,
+            "SELECT count(*) AS n FROM effects WHERE n = 0"
+        )
+        .await,
+        5,
+        "a transaction was open on the consumer's database while an event was prepared"
+    );
+    subscriber.abort();
 }
 
 on_both_transports!(
@@ -585,6 +675,7 @@ impl Handler for Switchable {
         &'a self,
         conn: &'a mut AsyncPgConnection,
         envelope: &'a Envelope,
+        prepared: &'a Prepared,
     ) -> HandlerFuture<'a> {
         let poison =
             std::sync::atomic::AtomicI32::load(&self.poison, std::sync::atomic::Ordering::SeqCst);
@@ -594,7 +685,7 @@ impl Handler for Switchable {
                 stall: None,
                 batch: false,
             }
-            .handle(conn, envelope)
+            .handle(conn, envelope, prepared)
             .await
         })
     }

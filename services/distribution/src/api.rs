@@ -16,7 +16,10 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use safra::{
     bus::{
-        subscriber::{self, Handler, HandlerError, HandlerFuture, Retries, Subscriber},
+        subscriber::{
+            self, Handler, HandlerError, HandlerFuture, PrepareFuture, Prepared, Retries,
+            Subscriber,
+        },
         subscriptions,
     },
     contract::status::{self, Violation},
@@ -286,11 +289,24 @@ pub struct PaymentHandler {
     retrier: Arc<Retrier>,
 }
 
+/// The offering's holders and their stakes, asked of the marketplace
+/// before the handler's transaction opens.
+struct Holders(Vec<(Uuid, i64)>);
+
 impl Handler for PaymentHandler {
+    fn prepare<'a>(&'a self, envelope: &'a Envelope) -> PrepareFuture<'a> {
+        Box::pin(async move {
+            let paid: PaymentConfirmed = subscriber::payload(envelope)?;
+            let offering = event_uuid(&paid.offering_id)?;
+            Ok(Prepared::new(Holders(self.holders(offering).await?)))
+        })
+    }
+
     fn handle<'a>(
         &'a self,
         conn: &'a mut safra::data::db::Connection,
         envelope: &'a Envelope,
+        prepared: &'a Prepared,
     ) -> HandlerFuture<'a> {
         Box::pin(async move {
             let paid: PaymentConfirmed = subscriber::payload(envelope)?;
@@ -306,10 +322,14 @@ impl Handler for PaymentHandler {
                 )));
             }
             let offering = event_uuid(&paid.offering_id)?;
-            let holders = self.holders(offering).await?;
-            let ours = domain::allocate_pro_rata(amount.amount_minor, &holders)
+            let Some(Holders(holders)) = prepared.get::<Holders>() else {
+                return Err(HandlerError(format!(
+                    "payment {payment}: the holders were not gathered before handling"
+                )));
+            };
+            let ours = domain::allocate_pro_rata(amount.amount_minor, holders)
                 .map_err(|error| HandlerError(error.to_string()))?;
-            let theirs = store::allocate_pro_rata(conn, amount.amount_minor, &holders).await?;
+            let theirs = store::allocate_pro_rata(conn, amount.amount_minor, holders).await?;
             domain::check_agreement(&ours, &theirs)
                 .map_err(|error| HandlerError(error.to_string()))?;
             let lines: Vec<(Uuid, i64, i64)> = holders

@@ -21,7 +21,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use chrono::{Datelike, NaiveDate, Utc};
 use safra::{
     bus::{
-        subscriber::{self, Handler, HandlerError, HandlerFuture, Retries, Subscriber},
+        subscriber::{self, Handler, HandlerError, HandlerFuture, Prepared, Retries, Subscriber},
         subscriptions,
     },
     contract::status::{self, Violation},
@@ -506,6 +506,7 @@ impl Handler for MarketplaceEvents {
         &'a self,
         conn: &'a mut safra::data::db::Connection,
         envelope: &'a Envelope,
+        _prepared: &'a Prepared,
     ) -> HandlerFuture<'a> {
         Box::pin(async move {
             match envelope.r#type.as_str() {

@@ -23,7 +23,7 @@ use prometheus_client::{
 
 use safra::{
     bus::{
-        subscriber::{self, Handler, HandlerError, HandlerFuture, Retries, Subscriber},
+        subscriber::{self, Handler, HandlerError, HandlerFuture, Prepared, Retries, Subscriber},
         subscriptions,
     },
     contract::status::{self, Violation},
@@ -296,12 +296,14 @@ impl Notifications {
 pub struct NoticeHandler;
 
 impl Handler for NoticeHandler {
-    fn handle<'a>(&'a self, conn: &'a mut Connection, envelope: &'a Envelope) -> HandlerFuture<'a> {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut Connection,
+        envelope: &'a Envelope,
+        _prepared: &'a Prepared,
+    ) -> HandlerFuture<'a> {
         Box::pin(async move {
-            let notices = notices(envelope)?;
-            let event = Uuid::parse_str(&envelope.id)
-                .map_err(|_| HandlerError(format!("event id '{}' is not a UUID", envelope.id)))?;
-            store::insert(conn, event, &notices).await?;
+            store::insert(conn, &[event_notices(envelope)?]).await?;
             Ok(())
         })
     }
@@ -309,6 +311,30 @@ impl Handler for NoticeHandler {
     fn batches(&self) -> bool {
         true
     }
+
+    /// A batch's notices, whatever their events, locked and stored in two
+    /// statements.
+    fn handle_batch<'a>(
+        &'a self,
+        conn: &'a mut Connection,
+        envelopes: &'a [&'a Envelope],
+    ) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            let events = envelopes
+                .iter()
+                .map(|envelope| event_notices(envelope))
+                .collect::<Result<Vec<_>, _>>()?;
+            store::insert(conn, &events).await?;
+            Ok(())
+        })
+    }
+}
+
+/// An event's id and the notices it makes.
+fn event_notices(envelope: &Envelope) -> Result<(Uuid, Vec<Notice>), HandlerError> {
+    let event = Uuid::parse_str(&envelope.id)
+        .map_err(|_| HandlerError(format!("event id '{}' is not a UUID", envelope.id)))?;
+    Ok((event, notices(envelope)?))
 }
 
 fn notices(envelope: &Envelope) -> Result<Vec<Notice>, HandlerError> {

@@ -63,42 +63,52 @@ impl NotificationRow {
     }
 }
 
-/// Stores `notices` of event `event`, each user once; a notice already
-/// stored for that event and user is skipped.
+/// Stores the notices of several events (each event's id with its
+/// notices) in one statement, after locking their users in one statement
+/// too, in id order, so two transactions for the same users never
+/// deadlock. A notice already stored for its event and user is skipped.
+/// Returns how many were stored.
 ///
 /// # Errors
-/// A database error.
+/// The database.
 pub async fn insert(
     conn: &mut AsyncPgConnection,
-    event: Uuid,
-    notices: &[Notice],
+    events: &[(Uuid, Vec<Notice>)],
 ) -> Result<usize, NotificationsError> {
-    let mut users: Vec<Uuid> = notices.iter().map(|notice| notice.user).collect();
+    let mut users: Vec<String> = events
+        .iter()
+        .flat_map(|(_, notices)| notices.iter().map(|notice| notice.user.to_string()))
+        .collect();
+    if users.is_empty() {
+        return Ok(0);
+    }
     users.sort_unstable();
     users.dedup();
-    // In id order, so two events for the same users never deadlock.
-    for user in &users {
-        Statement::new(
-            "SELECT pg_advisory_xact_lock(hashtextextended('safra.notifications/' || $1, 0))",
-        )
-        .bind::<Text, _>(user.to_string())
-        .execute(conn)
-        .await?;
-    }
-    let values: Vec<_> = notices
+    Statement::new(
+        "SELECT pg_advisory_xact_lock(hashtextextended('safra.notifications/' || user_id, 0)) \
+         FROM unnest($1::text[]) WITH ORDINALITY AS locked (user_id, position) \
+         ORDER BY position",
+    )
+    .bind::<diesel::sql_types::Array<Text>, _>(&users)
+    .execute(conn)
+    .await?;
+    let values: Vec<_> = events
         .iter()
-        .map(|notice| {
-            (
-                notifications::user_id.eq(notice.user),
-                notifications::kind.eq(notice.kind.as_str()),
-                notifications::title.eq(&notice.title),
-                notifications::body.eq(&notice.body),
-                notifications::event_id.eq(event),
-                notifications::offering_id.eq(notice.offering),
-            )
+        .flat_map(|(event, notices)| {
+            notices.iter().map(move |notice| {
+                (
+                    notifications::user_id.eq(notice.user),
+                    notifications::kind.eq(notice.kind.as_str()),
+                    notifications::title.eq(&notice.title),
+                    notifications::body.eq(&notice.body),
+                    notifications::event_id.eq(*event),
+                    notifications::offering_id.eq(notice.offering),
+                )
+            })
         })
         .collect();
     let mut stored = 0;
+    // Six parameters a row, well under PostgreSQL's 65,535 a statement.
     for chunk in values.chunks(5_000) {
         stored += diesel::insert_into(notifications::table)
             .values(chunk)
