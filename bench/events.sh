@@ -26,10 +26,12 @@ done
 echo
 echo "Highest rate: writers commit as fast as they can for the window; handled/s is from the first commit to the last event handled:"
 echo
-echo "| transport | writers | events | committed/s | handled/s | p50 ms | p99 ms |"
-echo "|---|---|---|---|---|---|---|"
+echo "| transport | writers | events per transaction | events | committed/s | handled/s | p50 ms | p99 ms |"
+echo "|---|---|---|---|---|---|---|---|"
 for transport in postgres rabbitmq; do
-  "$bin" events-throughput "$transport" "$((seconds / 2))" 8
+  for per_transaction in 1 10; do
+    "$bin" events-throughput "$transport" "$((seconds / 2))" 8 "$per_transaction"
+  done
 done
 echo
 echo "Draining a pre-filled outbox: the events are written first (1,000 per transaction, outside the measurement), then the relay and one subscriber start; handled/s is from their start to the last event handled:"

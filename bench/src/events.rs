@@ -7,9 +7,10 @@
 //! - `events-latency <postgres|rabbitmq> <events-per-second> <seconds>`:
 //!   events committed one per transaction at a steady rate; the latency of
 //!   each is from its producer's commit to the subscriber's handler.
-//! - `events-throughput <postgres|rabbitmq> <seconds> <writers>`: `writers`
-//!   commit events as fast as they can for `seconds`; the rate is what the
-//!   subscriber handled from the first commit to the last event handled.
+//! - `events-throughput <postgres|rabbitmq> <seconds> <writers> [per-transaction]`:
+//!   `writers` commit events (`per-transaction` in each, default 1) as fast
+//!   as they can for `seconds`; the rate is what the subscriber handled
+//!   from the first commit to the last event handled.
 //!
 //! Needs DATABASE_URL (a server where databases may be created) and, for
 //! `rabbitmq`, a broker at SAFRA_BROKER (default the local one).
@@ -262,19 +263,45 @@ impl Run {
 /// Commits one event in its own transaction; returns its id and when the
 /// commit returned.
 async fn commit_one(producer: &Database, n: i32) -> anyhow::Result<(String, Instant)> {
-    let event = OutboxEvent::new(
-        "wallet",
-        format!("offering:bench-{}", n % 16),
-        &PaymentConfirmed {
-            installment_number: n,
-            ..PaymentConfirmed::default()
-        },
-    );
+    let (mut ids, at) = commit_many(producer, n..=n).await?;
+    Ok((ids.pop().unwrap_or_default(), at))
+}
+
+/// Commits events `numbers` in one transaction; returns their ids and when
+/// the commit returned.
+async fn commit_many(
+    producer: &Database,
+    numbers: std::ops::RangeInclusive<i32>,
+) -> anyhow::Result<(Vec<String>, Instant)> {
+    let events: Vec<OutboxEvent> = numbers
+        .map(|n| {
+            OutboxEvent::new(
+                "wallet",
+                format!("offering:bench-{}", n % 16),
+                &PaymentConfirmed {
+                    installment_number: n,
+                    ..PaymentConfirmed::default()
+                },
+            )
+        })
+        .collect();
     let mut conn = producer.connection().await?;
-    let written = event.clone();
-    conn.transaction(async move |conn| written.write(conn).await)
-        .await?;
-    Ok((event.envelope().id.clone(), Instant::now()))
+    let written = events.clone();
+    conn.transaction(async move |conn| {
+        for event in &written {
+            event.write(conn).await?;
+        }
+        Ok::<_, diesel::result::Error>(())
+    })
+    .await?;
+    let at = Instant::now();
+    Ok((
+        events
+            .iter()
+            .map(|event| event.envelope().id.clone())
+            .collect(),
+        at,
+    ))
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
@@ -360,7 +387,13 @@ pub async fn latency(transport: &str, rate: u32, seconds: u64) -> anyhow::Result
 }
 
 /// `events-throughput`.
-pub async fn throughput(transport: &str, seconds: u64, writers: usize) -> anyhow::Result<()> {
+pub async fn throughput(
+    transport: &str,
+    seconds: u64,
+    writers: usize,
+    per_transaction: i32,
+) -> anyhow::Result<()> {
+    let per_transaction = per_transaction.max(1);
     let run = Run::start(transport).await?;
     let clock = Arc::new(Clock::default());
     let stop = run.spawn(&clock).await;
@@ -375,11 +408,15 @@ pub async fn throughput(transport: &str, seconds: u64, writers: usize) -> anyhow
             let mut n = 0_i32;
             let mut written = 0_usize;
             while started.elapsed() < window {
-                n += 1;
-                let number = i32::try_from(writer).unwrap_or(0) * 1_000_000 + n;
-                if let Ok((id, at)) = commit_one(&producer, number).await {
-                    clock.committed(id, at);
-                    written += 1;
+                let first = i32::try_from(writer).unwrap_or(0) * 1_000_000 + n + 1;
+                n += per_transaction;
+                if let Ok((ids, at)) =
+                    commit_many(&producer, first..=first + per_transaction - 1).await
+                {
+                    written += ids.len();
+                    for id in ids {
+                        clock.committed(id, at);
+                    }
                 }
             }
             written
@@ -406,7 +443,7 @@ pub async fn throughput(transport: &str, seconds: u64, writers: usize) -> anyhow
         .unwrap_or_default();
     latencies.sort();
     println!(
-        "| {transport} | {writers} | {written} | {committed_rate:.0} | {handled_rate:.0} | {:.1} | {:.1} |{}",
+        "| {transport} | {writers} | {per_transaction} | {written} | {committed_rate:.0} | {handled_rate:.0} | {:.1} | {:.1} |{}",
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         if drained { "" } else { " not drained in 60 s" }

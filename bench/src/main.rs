@@ -609,7 +609,11 @@ async fn main() -> anyhow::Result<()> {
         "distribute" => distribution::distribute(arg(1)?.parse()?).await,
         "events-latency" => events::latency(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await,
         "events-throughput" => {
-            events::throughput(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await
+            let per_transaction = match arg(4) {
+                Ok(value) => value.parse()?,
+                Err(_) => 1,
+            };
+            events::throughput(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?, per_transaction).await
         }
         "events-drain" => events::drain_outbox(arg(1)?, arg(2)?.parse()?).await,
         other => bail!("unknown command {other}; see the header of bench/src/main.rs"),
