@@ -277,13 +277,21 @@ impl Handler for Record {
 }
 
 fn subscriber(bus: &Bus, handler: Record) -> Subscriber {
-    Subscriber::new(
-        SUBSCRIBER,
-        ["safra.events.v1.PaymentConfirmed"],
+    subscriber_with(
+        bus,
         Arc::new(Record {
             batch: bus.batches,
             ..handler
         }),
+    )
+}
+
+/// The test subscriber with `handler`, retrying three times quickly.
+fn subscriber_with(bus: &Bus, handler: Arc<dyn Handler>) -> Subscriber {
+    Subscriber::new(
+        SUBSCRIBER,
+        ["safra.events.v1.PaymentConfirmed"],
+        handler,
         bus.consumer_pool.clone(),
         Retries {
             attempts: 3,
@@ -401,18 +409,11 @@ on_both_transports!(
 /// applied with what it gathered.
 async fn prepared_with_no_transaction_open_then_handled_with_what_it_gathered(bus: &Bus) {
     let written = emit(bus, "offering:p", 1..=5).await;
-    let subscriber = bus.run(Subscriber::new(
-        SUBSCRIBER,
-        ["safra.events.v1.PaymentConfirmed"],
+    let subscriber = bus.run(subscriber_with(
+        bus,
         Arc::new(Preparing {
             consumer_url: bus.consumer.url().expose().to_owned(),
         }),
-        bus.consumer_pool.clone(),
-        Retries {
-            attempts: 3,
-            base: Duration::from_millis(1),
-            max: Duration::from_millis(5),
-        },
     ));
     bus.bus.publish(&written).await.expect("published");
     bus.until(EFFECTS, 5).await;
@@ -706,18 +707,11 @@ async fn the_jobs_monitor_shows_the_backlog_and_retries_or_discards_parked_event
     use tonic::Request;
 
     let poison = Arc::new(std::sync::atomic::AtomicI32::new(2));
-    let subscriber = Subscriber::new(
-        SUBSCRIBER,
-        ["safra.events.v1.PaymentConfirmed"],
+    let subscriber = subscriber_with(
+        bus,
         Arc::new(Switchable {
             poison: poison.clone(),
         }),
-        bus.consumer_pool.clone(),
-        Retries {
-            attempts: 3,
-            base: Duration::from_millis(1),
-            max: Duration::from_millis(5),
-        },
     );
     let jobs = safra::bus::jobs::Jobs::new(
         "notifications",
