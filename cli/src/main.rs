@@ -22,6 +22,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc rather than glibc's malloc: under load, glibc's allocator was
+/// about a tenth of the services' CPU (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// `0.1.0 (git abc123def456)`.
 pub(crate) const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
