@@ -37,6 +37,10 @@
     reason = "the results table is the program's output"
 )]
 
+/// The `safra` binary's allocator, so that servers run here as they run there.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod accounts;
 mod distribution;
 mod events;

@@ -271,27 +271,17 @@ impl Argon2id {
 /// with heavier parameters than ours still verifies, up to this bound).
 const MAX_VERIFY_MEMORY_KIB: u32 = 256 * 1024;
 
-thread_local! {
-    /// argon2's working memory, kept by each hashing thread between hashes:
-    /// allocating 19 MiB per hash lets the allocator keep every freed block
-    /// in per-thread arenas (hundreds of MiB after a burst of logins).
-    static SCRATCH: std::cell::RefCell<Vec<argon2::Block>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs argon2 with this thread's kept working memory.
+/// Runs argon2 with working memory of its own, given back when the hash is
+/// done. The binary's allocator (jemalloc, with background purging) hands
+/// the 19 MiB back to the system once hashing stops, so an idle service
+/// does not hold it; a burst of sign-ins reuses it meanwhile.
 fn with_memory<T>(
     argon2: &Argon2<'_>,
     params: &Params,
     run: impl FnOnce(&Argon2<'_>, &mut [argon2::Block]) -> T,
 ) -> T {
-    SCRATCH.with(|scratch| {
-        let mut blocks = scratch.borrow_mut();
-        if blocks.len() < params.block_count() {
-            blocks.resize(params.block_count(), argon2::Block::default());
-        }
-        run(argon2, &mut blocks[..params.block_count()])
-    })
+    let mut blocks = vec![argon2::Block::default(); params.block_count()];
+    run(argon2, &mut blocks)
 }
 
 impl PasswordHashing for Argon2id {
