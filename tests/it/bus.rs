@@ -347,9 +347,10 @@ macro_rules! on_both_transports {
     };
 }
 
-/// Prepares each event by counting the transactions open on the consumer's
-/// database at that moment (from a connection of its own), and records the
-/// count as the effect's `n`.
+/// Prepares each event by counting the transactions held open between
+/// statements on the consumer's database at that moment (from a connection
+/// of its own; a statement running on its own, such as the test's polling,
+/// is not one), and records the count as the effect's `n`.
 struct Preparing {
     consumer_url: String,
 }
@@ -363,7 +364,7 @@ impl Handler for Preparing {
             let open: Vec<Count> = diesel::sql_query(
                 "SELECT count(*) AS n FROM pg_stat_activity \
                  WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                   AND xact_start IS NOT NULL",
+                   AND state LIKE 'idle in transaction%'",
             )
             .load(&mut conn)
             .await?;
