@@ -430,6 +430,36 @@ async fn prepared_with_no_transaction_open_then_handled_with_what_it_gathered(bu
     subscriber.abort();
 }
 
+/// RabbitMQ with a subscriber whose handler takes batches: what the broker
+/// has already delivered is handled in one transaction and acknowledged at
+/// once, and the guarantees hold as they do one delivery at a time.
+async fn rabbit_batched() -> Bus {
+    let mut bus = spawn_bus(Kind::Rabbit).await;
+    bus.batches = true;
+    bus
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_batched_delivers_once_though_the_relay_died_after_publishing() {
+    let bus = rabbit_batched().await;
+    delivered_once_though_the_relay_died_after_publishing(&bus).await;
+    bus.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_batched_keeps_order_per_aggregate_with_two_relays() {
+    let bus = rabbit_batched().await;
+    order_per_aggregate_holds_with_two_relays_at_once(&bus).await;
+    bus.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_batched_parks_a_poison_event() {
+    let bus = rabbit_batched().await;
+    a_poison_event_is_parked_and_the_others_go_through(&bus).await;
+    bus.clean_up().await;
+}
+
 on_both_transports!(
     delivered_once_though_the_relay_died_after_publishing,
     postgres_delivers_once_though_the_relay_died_after_publishing,
